@@ -3,7 +3,17 @@
 ROS 2 users build the same package with colcon (package.xml / CMakeLists.txt); the Makefile
 does both in a virtual environment.
 """
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+
+def share_files(*folders: str) -> list[tuple[str, list[str]]]:
+    """launch/ config/ urdf/ installed to <prefix>/share/dexwm_ros like the colcon build."""
+    return [(f"share/dexwm_ros/{folder}", sorted(str(p) for p in Path(folder).iterdir()
+                                                  if p.is_file()))
+            for folder in folders if Path(folder).is_dir()]
+
 
 ROS = [
     "ros-rclpy[fastrtps]",
@@ -36,7 +46,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["dexwm_ros", "dexwm_ros.*", "training", "training.*"]),
-    include_package_data=True,
+    data_files=share_files("launch", "config", "urdf"),
     install_requires=[
         "torch>=2.4",
         "numpy",

@@ -1,0 +1,15 @@
+"""The node graphs this package starts; shared by launch/*.launch.py and ``dexwm-launch``."""
+from __future__ import annotations
+
+#: Executables of the planning stack (camera -> latents -> world model <- planner).
+PLANNING_NODES = ("camera_encoder", "world_model_server", "cem_planner")
+#: The simulated robot.
+SIM_NODES = ("sim",)
+#: Graphs by name: their nodes, and the parameter file (config/) they read.
+GRAPHS = {
+    "grasp": {"nodes": SIM_NODES + PLANNING_NODES + ("grasp_task",), "config": "grasp.yaml"},
+    "planning": {"nodes": PLANNING_NODES, "config": "grasp.yaml"},
+    "sim": {"nodes": SIM_NODES, "config": "grasp.yaml"},
+}
+#: Nodes whose exit ends the graph (the task node of a demo).
+TASK_NODES = ("grasp_task",)

@@ -1,0 +1,125 @@
+"""dexwm-launch: start a node graph as separate processes where ``ros2 launch`` is missing.
+
+Reads the same graph definition (``dexwm_ros.nodes.graph``) and parameter files (config/) as
+``launch/*.launch.py``. Output lines are prefixed with the node name. The graph ends when its
+task node exits (its exit code is returned), when any other node dies (exit code 1), or on
+Ctrl-C.
+
+    dexwm-launch grasp --demo
+    dexwm-launch planning --set world_model_server.model_path=/models/dexwm
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from dexwm_ros.nodes.graph import GRAPHS, TASK_NODES
+from dexwm_ros.share import share_path
+
+
+def parse_overrides(items: list[str]) -> dict[str, list[str]]:
+    """``node.param=value`` items -> ``{node: ["param:=value", ...]}``."""
+    overrides: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        node, dot, param = key.partition(".")
+        if not (sep and dot and node and param):
+            raise SystemExit(f"--set expects node.param=value, got '{item}'")
+        overrides.setdefault(node, []).append(f"{param}:={value}")
+    return overrides
+
+
+def ensure_demo_model(directory: Path) -> Path:
+    """A tiny, randomly initialised world model checkpoint for the demo (made once)."""
+    from dexwm_ros.core.world_model import WorldModel, build_tiny_world_model
+
+    if (directory / "config.json").is_file():
+        WorldModel.load(directory)  # fail now, with its message, if it is damaged
+        return directory
+    print(f"[dexwm-launch] writing a tiny demo world model to {directory}", flush=True)
+    build_tiny_world_model(seed=0).save(directory)
+    return directory
+
+
+def pump(name: str, stream) -> None:
+    for line in stream:
+        print(f"[{name}] {line}", end="", flush=True)
+
+
+def start(name: str, config: Path, extra: list[str]) -> subprocess.Popen:
+    command = [sys.executable, "-u", "-m", f"dexwm_ros.nodes.{name}", "--ros-args",
+               "-r", f"__node:={name}", "--params-file", str(config)]
+    for param in extra:
+        command += ["-p", param]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    threading.Thread(target=pump, args=(name, process.stdout), daemon=True).start()
+    return process
+
+
+def stop(processes: dict[str, subprocess.Popen], grace: float = 10.0) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+    deadline = time.monotonic() + grace
+    for process in processes.values():
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dexwm-launch", description=__doc__.splitlines()[0])
+    parser.add_argument("graph", choices=sorted(GRAPHS), help="which graph to start")
+    parser.add_argument("--config", type=Path, help="parameter file (default: the graph's)")
+    parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                        help="override one parameter of one node (repeatable)")
+    parser.add_argument("--demo", action="store_true",
+                        help="use a tiny random world model when no model_path is set")
+    parser.add_argument("--workdir", type=Path, default=Path("build/demo"),
+                        help="where --demo keeps its tiny model (default: build/demo)")
+    args = parser.parse_args(argv)
+    graph = GRAPHS[args.graph]
+    config = args.config or share_path("config", graph["config"])
+    overrides = parse_overrides(args.set)
+    needs_model = "world_model_server" in graph["nodes"]
+    if args.demo and needs_model and not any(p.startswith("model_path:=")
+                                             for p in overrides.get("world_model_server", [])):
+        model = ensure_demo_model(args.workdir.resolve() / "tiny_world_model")
+        overrides.setdefault("world_model_server", []).append(f"model_path:={model}")
+
+    processes = {name: start(name, config, overrides.get(name, [])) for name in graph["nodes"]}
+    print(f"[dexwm-launch] started {', '.join(processes)} (ROS_DOMAIN_ID="
+          f"{os.environ.get('ROS_DOMAIN_ID', '0')}); parameters from {config}", flush=True)
+    task = next((n for n in graph["nodes"] if n in TASK_NODES), None)
+    code = 0
+    try:
+        while True:
+            exited = {n: p.returncode for n, p in processes.items() if p.poll() is not None}
+            if task in exited:
+                code = exited[task]
+                break
+            others = {n: c for n, c in exited.items() if n != task}
+            if others:
+                for name, status in others.items():
+                    print(f"[dexwm-launch] {name} exited with code {status}", flush=True)
+                code = 1
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        code = 130
+    stop(processes)
+    print(f"[dexwm-launch] {args.graph} finished with exit code {code}", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

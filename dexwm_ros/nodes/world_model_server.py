@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""world_model_server: holds the DexWM predictor, the current context and the goal.
+
+Builds the context from ``latents`` and ``joint_states`` (hand keypoints by forward kinematics),
+and serves ``snapshot_context``, ``set_goal``, ``score_actions`` (N action sequences in, N costs
+out: no latents per candidate cross the wire) and ``rollout``.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+from sensor_msgs.msg import JointState
+
+from dexwm_ros.core.actions import ACTION_DIM, hand_action
+from dexwm_ros.core.kinematics import RobotKinematics, head_camera
+from dexwm_ros.core.planning_cost import CostWeights, WorldModelCost
+from dexwm_ros.core.world_model import WorldModel
+from dexwm_ros.msg import Latent
+from dexwm_ros.nodes.conversions import latent_to_msg, msg_to_latent, time_to_seconds
+from dexwm_ros.nodes.joint_state_buffer import JointStateBuffer
+from dexwm_ros.nodes.params import declare
+from dexwm_ros.nodes.runner import StartupError, run_node
+from dexwm_ros.srv import Rollout, ScoreActions, SetGoal, SnapshotContext
+
+RELIABLE = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+
+
+class WorldModelServer(Node):
+    def __init__(self) -> None:
+        super().__init__("world_model_server")
+        model_path = declare(self, "model_path", "",
+                             "directory of the world-model checkpoint (model.safetensors + "
+                             "config.json)", read_only=True)
+        device = declare(self, "device", "cpu", "torch device, e.g. cpu or cuda:0",
+                         read_only=True)
+        self.context_frames = declare(self, "context_frames", 4,
+                                      "context frames used for prediction", low=1, high=8)
+        self.context_period = declare(self, "context_period", 0.2,
+                                      "seconds between context frames (paper: 5 Hz)",
+                                      low=0.01, high=5.0)
+        self.sync_tolerance = declare(self, "sync_tolerance", 0.1,
+                                      "max seconds between a latent and its joint state",
+                                      low=0.0, high=1.0)
+        weights = CostWeights(
+            latent_weight=declare(self, "latent_weight", 1.0, "weight of the latent MSE",
+                                  low=0.0, high=1e6),
+            step_discount=declare(self, "step_discount", 0.6,
+                                  "weight ratio of each earlier horizon step", low=0.0, high=1.0),
+            keypoint_weight=declare(self, "keypoint_weight", 1e-3,
+                                    "mu: weight of the keypoint pixel distance", low=0.0,
+                                    high=1e3),
+        )
+        batch_size = declare(self, "batch_size", 128,
+                             "candidates per predictor call (bounds memory)", low=1, high=4096)
+        if not model_path:
+            raise StartupError("parameter 'model_path' is empty: give the checkpoint directory")
+        if not Path(model_path).is_dir():
+            raise StartupError(f"model_path '{model_path}' does not exist")
+        self.model = WorldModel.load(model_path, device=device).eval()
+        self.cost = WorldModelCost(self.model.predictor, self.model.keypoint_head,
+                                   self.model.encoder_name, weights, batch_size=batch_size)
+        self.kinematics = RobotKinematics(device=device)
+        self.camera = head_camera()
+        self.joints = JointStateBuffer()
+        self.frames: list[tuple[float, torch.Tensor, np.ndarray, Latent]] = []
+        self.create_subscription(Latent, "latents", self.on_latent, RELIABLE)
+        self.create_subscription(JointState, "joint_states", self.on_joint_state, RELIABLE)
+        self.create_service(SnapshotContext, "snapshot_context", self.on_snapshot)
+        self.create_service(SetGoal, "set_goal", self.on_set_goal)
+        self.create_service(ScoreActions, "score_actions", self.on_score)
+        self.create_service(Rollout, "rollout", self.on_rollout)
+        self.get_logger().info(f"world model from {model_path} (encoder "
+                               f"{self.model.encoder_name}) on {device}")
+
+    def on_joint_state(self, msg: JointState) -> None:
+        try:
+            self.joints.add(msg)
+        except ValueError as error:
+            self.get_logger().error(f"ignoring joint_states: {error}", throttle_duration_sec=5.0)
+
+    def on_latent(self, msg: Latent) -> None:
+        if msg.encoder != self.model.encoder_name:
+            self.get_logger().error(f"ignoring latents of encoder '{msg.encoder}', the model "
+                                    f"expects '{self.model.encoder_name}'",
+                                    throttle_duration_sec=5.0)
+            return
+        stamp = time_to_seconds(msg.header.stamp)
+        joints = self.joints.at(stamp, self.sync_tolerance)
+        if joints is None:
+            self.get_logger().warn("no joint state near the latent's stamp yet",
+                                   throttle_duration_sec=5.0)
+            return
+        try:
+            latents = msg_to_latent(msg)
+        except ValueError as error:
+            self.get_logger().error(f"ignoring latents: {error}", throttle_duration_sec=5.0)
+            return
+        frame = (stamp, latents, joints, msg)
+        # The newest frame is always the current observation; older ones keep the context rate.
+        if len(self.frames) >= 2 and stamp - self.frames[-2][0] < self.context_period:
+            self.frames[-1] = frame
+        else:
+            self.frames.append(frame)
+        del self.frames[:-self.context_frames]
+
+    def on_snapshot(self, request, response):
+        frames = self.frames[-(request.num_frames or self.context_frames):]
+        if not frames:
+            response.success, response.message = False, "no observation yet (latents + joints)"
+            return response
+        joints = torch.as_tensor(np.stack([f[2] for f in frames]), dtype=torch.float32)
+        keypoints = self.kinematics.keypoints_camera(joints, self.camera)
+        actions = hand_action(keypoints[:-1], keypoints[1:])
+        self.cost.set_context(torch.stack([f[1] for f in frames]), actions,
+                              self.model.encoder_name)
+        response.success = True
+        response.stamp = frames[-1][3].header.stamp
+        response.num_frames = len(frames)
+        response.joint_positions = frames[-1][2].tolist()
+        return response
+
+    def on_set_goal(self, request, response):
+        try:
+            self.cost.set_goal(msg_to_latent(request.goal), request.goal.encoder)
+        except ValueError as error:
+            response.success, response.message = False, f"invalid goal latent: {error}"
+            return response
+        keypoints = self.cost.goal_keypoints
+        response.goal_keypoints_px = [] if keypoints is None else keypoints.flatten().tolist()
+        response.success = True
+        return response
+
+    def _actions(self, flat, shape: tuple[int, ...]) -> torch.Tensor:
+        data = np.asarray(flat, dtype=np.float32)
+        expected = int(np.prod(shape))
+        if data.size != expected or expected == 0:
+            raise ValueError(f"got {data.size} action floats, expected "
+                             f"{' x '.join(map(str, shape))} = {expected}")
+        if not np.isfinite(data).all():
+            raise ValueError("actions contain NaN or infinite values")
+        return torch.from_numpy(data.reshape(shape))
+
+    def on_score(self, request, response):
+        try:
+            actions = self._actions(request.actions,
+                                    (request.num_candidates, request.horizon, ACTION_DIM))
+            costs = self.cost.costs(actions)
+        except (ValueError, RuntimeError) as error:
+            response.success, response.message = False, str(error)
+            return response
+        response.costs = costs.float().numpy()
+        response.success = True
+        return response
+
+    def on_rollout(self, request, response):
+        try:
+            actions = self._actions(request.actions, (request.horizon, ACTION_DIM))
+            latents, keypoints = self.cost.rollout(actions)
+        except (ValueError, RuntimeError) as error:
+            response.success, response.message = False, str(error)
+            return response
+        grid = (self.frames[-1][3].grid_height, self.frames[-1][3].grid_width)
+        for latent in latents:
+            msg = latent_to_msg(latent, self.model.encoder_name, grid)
+            msg.header = self.frames[-1][3].header
+            response.predicted_latents.append(msg)
+        response.keypoints_px = [] if keypoints is None else keypoints.flatten().tolist()
+        response.success = True
+        return response
+
+
+def main(args=None) -> None:
+    sys.exit(run_node(WorldModelServer, args))
+
+
+if __name__ == "__main__":
+    main()

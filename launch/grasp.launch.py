@@ -1,0 +1,37 @@
+"""Grasp demo: simulated robot + planning stack + grasp_task node (+ robot model and rviz).
+
+    ros2 launch dexwm_ros grasp.launch.py model_path:=/path/to/checkpoint
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, Shutdown
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+from dexwm_ros.nodes.graph import TASK_NODES
+
+
+def generate_launch_description():
+    share = FindPackageShare("dexwm_ros")
+    config = LaunchConfiguration("config")
+
+    def include(name, **arguments):
+        return IncludeLaunchDescription(
+            PythonLaunchDescriptionSource(PathJoinSubstitution([share, "launch", name])),
+            launch_arguments=arguments.items())
+
+    return LaunchDescription([
+        DeclareLaunchArgument(
+            "config", default_value=PathJoinSubstitution([share, "config", "grasp.yaml"]),
+            description="parameter file keyed by node name"),
+        DeclareLaunchArgument("model_path", description="world-model checkpoint directory"),
+        DeclareLaunchArgument("rviz", default_value="true", description="start rviz2"),
+        include("sim.launch.py", config=config),
+        include("planning.launch.py", config=config,
+                model_path=LaunchConfiguration("model_path")),
+        include("visualization.launch.py", rviz=LaunchConfiguration("rviz")),
+        # The task node ends the demo: its exit shuts the whole launch down.
+        *[Node(package="dexwm_ros", executable=name, name=name, parameters=[config],
+               output="screen", on_exit=Shutdown()) for name in TASK_NODES],
+    ])
