@@ -179,3 +179,19 @@ def test_world_model_server_killed_mid_goal(graph, node):
             break
         time.sleep(1.0)
     assert result.error_code == RESULT.ERROR_NONE, result.error_msg
+
+
+def test_camera_encoder_skips_bad_images_and_keeps_running(graph, node):
+    from rclpy.qos import qos_profile_sensor_data
+
+    publisher = node.create_publisher(Image, "image", qos_profile_sensor_data)
+    bad = [Image(height=4, width=4, encoding="yuv422", step=8, data=bytes(32)),
+           Image(height=4, width=4, encoding="rgb8", step=5, data=bytes(20)),
+           Image(encoding="rgb8")]
+    for image in bad:
+        publisher.publish(image)
+        rclpy.spin_once(node, timeout_sec=0.1)
+    count = len(node.latents)
+    assert spin_until(node, lambda: len(node.latents) > count + 2, 30)
+    assert graph["processes"]["camera_encoder"].poll() is None
+    node.destroy_publisher(publisher)
