@@ -1,0 +1,36 @@
+"""Run the reach / grasp / place scenes inside a RoboCasa kitchen (optional ``robocasa``).
+
+The kitchen (floor, walls and fixtures of a RoboCasa layout and style drawn from the seed)
+replaces the table arena's backdrop; the table, robot, head camera, objects, tasks and success
+criteria stay the same as the robosuite backend. Written against RoboCasa's
+``KitchenArena(layout_id, style_id, rng)``; not exercised in this repository's tests because
+RoboCasa and its kitchen assets are not installed here.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from dexwm_ros.sim.scene import Scene, build_scene
+
+INSTALL_HINT = (
+    "the 'robocasa' backend needs the optional RoboCasa package and its kitchen assets: "
+    "pip install robocasa && python -m robocasa.scripts.download_kitchen_assets "
+    "&& python -m robocasa.scripts.setup_macros (see https://robocasa.ai); "
+    "or use backend='robosuite'"
+)
+
+
+def build_robocasa_scene(objects: tuple[str, ...] | None = None, seed: int = 0,
+                         layout_id: int | None = None, style_id: int | None = None) -> Scene:
+    """The task scene in a RoboCasa kitchen; raises ``RuntimeError`` if RoboCasa is missing."""
+    try:
+        from robocasa.models.scenes import KitchenArena
+    except ImportError as exc:
+        raise RuntimeError(INSTALL_HINT) from exc
+    rng = np.random.default_rng(seed)
+    layout = int(rng.integers(10)) if layout_id is None else layout_id
+    style = int(rng.integers(12)) if style_id is None else style_id
+    arena = KitchenArena(layout_id=layout, style_id=style, rng=rng)
+    fixtures = list(arena.fixtures.values())
+    kwargs = {"backdrop": arena, "backdrop_models": fixtures}
+    return build_scene(objects, **kwargs) if objects else build_scene(**kwargs)

@@ -1,0 +1,78 @@
+"""Exploration HDF5 format and the dexwm-explore command."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from dexwm_ros.core.kinematics import JOINT_NAMES
+from dexwm_ros.sim.exploration import episode_path, main, read_episode, write_episode
+
+
+def fake_episode(steps=4, objects=("a", "b")):
+    rng = np.random.default_rng(0)
+    return dict(
+        images=rng.integers(0, 255, (steps, 224, 392, 3), dtype=np.uint8),
+        joint_positions=rng.normal(size=(steps, 23)).astype(np.float32),
+        hand_keypoints_camera=rng.normal(size=(steps, 21, 3)).astype(np.float32),
+        camera_to_world=np.tile(np.eye(4, dtype=np.float32), (steps, 1, 1)),
+        camera_intrinsics=np.eye(3, dtype=np.float32),
+        object_poses=rng.normal(size=(steps, len(objects), 7)).astype(np.float32),
+        timestamps=np.arange(steps) * 0.2,
+        mode="random_targets", seed=7, control_hz=5.0, joint_names=JOINT_NAMES,
+        object_names=objects,
+    )
+
+
+def test_round_trip(tmp_path):
+    episode = fake_episode()
+    path = write_episode(tmp_path / "episode_000000.h5", **episode)
+    back = read_episode(path)
+    for name in ("images", "joint_positions", "hand_keypoints_camera", "camera_to_world",
+                 "camera_intrinsics", "object_poses", "timestamps"):
+        np.testing.assert_array_equal(back[name], episode[name])
+    assert back["images"].dtype == np.uint8 and back["timestamps"].dtype == np.float64
+    assert (back["mode"], back["seed"], back["control_hz"]) == ("random_targets", 7, 5.0)
+    assert back["joint_names"] == list(JOINT_NAMES) and back["object_names"] == ["a", "b"]
+    with h5py.File(path) as f:
+        assert f.attrs["format"] == "dexwm_exploration" and f.attrs["version"] == 1
+        assert json.loads(f.attrs["object_names"]) == ["a", "b"]
+
+
+def test_write_refuses_overwrite_and_bad_shapes(tmp_path):
+    path = write_episode(tmp_path / "e.h5", **fake_episode())
+    with pytest.raises(FileExistsError):
+        write_episode(path, **fake_episode())
+    write_episode(path, overwrite=True, **fake_episode(steps=2))
+    assert read_episode(path)["images"].shape[0] == 2
+    bad = fake_episode()
+    bad["hand_keypoints_camera"] = bad["hand_keypoints_camera"][:, :20]
+    with pytest.raises(ValueError, match="hand_keypoints_camera"):
+        write_episode(tmp_path / "bad.h5", **bad)
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f.attrs["format"] = "something_else"
+    with pytest.raises(ValueError, match="not a dexwm_exploration"):
+        read_episode(tmp_path / "other.h5")
+
+
+def test_explore_command_generates_resumes_and_overwrites(tmp_path, capsys):
+    assert main(["--out", str(tmp_path), "--episodes", "3", "--steps", "3"]) == 0
+    episodes = [read_episode(episode_path(tmp_path, i)) for i in range(3)]
+    assert [e["mode"] for e in episodes] == ["lift_replay", "random_targets", "hand_open_close"]
+    for e in episodes:
+        assert e["images"].shape == (3, 224, 392, 3)
+        assert e["hand_keypoints_camera"].shape == (3, 21, 3)
+        assert e["object_poses"].shape == (3, 3, 7)
+        assert np.all(e["hand_keypoints_camera"][..., 2] > 0)  # in front of the camera
+        np.testing.assert_allclose(np.diff(e["timestamps"]), 0.2)
+    assert "frames/s" in capsys.readouterr().out
+    mtime = episode_path(tmp_path, 0).stat().st_mtime_ns
+    episode_path(tmp_path, 1).unlink()
+    assert main(["--out", str(tmp_path), "--episodes", "3", "--steps", "3"]) == 0
+    assert "resuming: 2 episode(s)" in capsys.readouterr().out
+    assert episode_path(tmp_path, 0).stat().st_mtime_ns == mtime
+    assert episode_path(tmp_path, 1).exists()
+    again = read_episode(episode_path(tmp_path, 1))
+    np.testing.assert_array_equal(again["images"], episodes[1]["images"])  # same seed, same data
+    assert main(["--out", str(tmp_path), "--episodes", "1", "--steps", "2", "--overwrite"]) == 0
+    assert read_episode(episode_path(tmp_path, 0))["images"].shape[0] == 2
