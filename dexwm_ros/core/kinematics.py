@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from dexwm_ros.core.actions import allegro_to_hand21
+from dexwm_ros.share import share_path
 
 ARM_JOINT_NAMES = tuple(f"fr3_joint{i}" for i in range(1, 8))
 HAND_JOINT_NAMES = tuple(f"allegro_joint_{i}" for i in range(16))
@@ -67,32 +67,15 @@ _URDF_NAME = "fr3_allegro.urdf"
 
 
 def default_urdf_path() -> Path:
-    """Path of ``fr3_allegro.urdf``.
-
-    Looked up in order: ``$DEXWM_URDF``; the source tree (``<repo>/urdf``); the ament share
-    directory of ``dexwm_ros``; ``<sys.prefix>/share/dexwm_ros/urdf`` (pip ``data_files``).
-    """
+    """Path of ``fr3_allegro.urdf``: ``$DEXWM_URDF`` if set, else the package's ``urdf/``
+    (``dexwm_ros.share.share_path``)."""
     env = os.environ.get("DEXWM_URDF")
     if env:
         path = Path(env)
         if not path.is_file():
             raise FileNotFoundError(f"DEXWM_URDF={env} is not a file")
         return path
-    candidates = [Path(__file__).resolve().parents[2] / "urdf" / _URDF_NAME]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.append(Path(get_package_share_directory("dexwm_ros")) / "urdf" / _URDF_NAME)
-    except Exception:  # noqa: BLE001 - ament is optional; any lookup failure means "not there"
-        pass
-    candidates.append(Path(sys.prefix) / "share" / "dexwm_ros" / "urdf" / _URDF_NAME)
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"{_URDF_NAME} not found; looked in {[str(p) for p in candidates]}. "
-        "Set DEXWM_URDF to its path."
-    )
+    return share_path("urdf", _URDF_NAME)
 
 
 def _as_tensor(x, dtype=torch.float32) -> torch.Tensor:
