@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+import torch
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -33,8 +34,10 @@ class CameraEncoder(Node):
                           "encoder weights; empty only for the tiny backend", read_only=True)
         device = declare(self, "device", "cpu", "torch device, e.g. cpu or cuda:0",
                          read_only=True)
-        self.bf16 = declare(self, "bf16", False, "run the encoder under bf16 autocast")
-        self.encoder = build_encoder(backend, weights or None, device=device)
+        bf16 = declare(self, "bf16", False, "bf16 weights and autocast (fast on AMX CPUs, GPUs)",
+                       read_only=True)
+        self.encoder = build_encoder(backend, weights or None, device=device,
+                                     dtype=torch.bfloat16 if bf16 else torch.float32)
         self.get_logger().info(f"encoder {self.encoder.name}: grid {self.encoder.grid}, "
                                f"dim {self.encoder.dim}, device {device}")
         self.publisher = self.create_publisher(Latent, "latents", LATENT_QOS)
@@ -44,7 +47,7 @@ class CameraEncoder(Node):
 
     def encode(self, msg: Image) -> Latent:
         rgb = image_to_rgb(msg)
-        latents = self.encoder.encode(rgb[None], bf16=self.bf16)[0]
+        latents = self.encoder.encode(rgb[None])[0]
         out = latent_to_msg(latents, self.encoder.name, self.encoder.grid)
         out.header = msg.header
         return out

@@ -15,6 +15,7 @@ from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
+from dexwm_ros.core.kinematics import HEAD_CAMERA_FRAME
 from dexwm_ros.msg import TaskStatus
 from dexwm_ros.nodes.conversions import rgb_to_image
 from dexwm_ros.nodes.params import declare
@@ -23,7 +24,9 @@ from dexwm_ros.sim import make_task
 from dexwm_ros.srv import GetGoalImage, ResetTask
 
 RELIABLE = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
-CAMERA_FRAME = "head_camera_optical_frame"
+
+#: The task's distance measure in DexTask.status(), per task.
+DISTANCE_KEYS = ("keypoint_distance", "wrist_object_distance", "object_goal_distance")
 
 
 class SimNode(Node):
@@ -78,13 +81,13 @@ class SimNode(Node):
                             position=self.task.joint_positions().tolist())
         joints.header.stamp = stamp
         self.joint_pub.publish(joints)
-        self.image_pub.publish(rgb_to_image(self.task.render(), stamp, CAMERA_FRAME))
+        self.image_pub.publish(rgb_to_image(self.task.render(), stamp, HEAD_CAMERA_FRAME))
         self.info_pub.publish(self.camera_info(stamp))
         status = self.task.status()
+        distance = next(status[k] for k in DISTANCE_KEYS if k in status)
         msg = TaskStatus(task=self.task.task_name, seed=int(self.task.seed), step=self.steps,
-                         success=bool(self.task.success()),
-                         consecutive_steps=int(status.get("consecutive_steps", 0)),
-                         distance=float(status.get("distance", float("nan"))),
+                         success=bool(status["success"]),
+                         consecutive_steps=int(status["consecutive"]), distance=float(distance),
                          contact=bool(status.get("contact", False)))
         msg.header.stamp = stamp
         self.status_pub.publish(msg)
@@ -97,7 +100,7 @@ class SimNode(Node):
                           r=np.eye(3).ravel().tolist(),
                           p=np.hstack([k, np.zeros((3, 1))]).ravel().tolist())
         info.header.stamp = stamp
-        info.header.frame_id = CAMERA_FRAME
+        info.header.frame_id = HEAD_CAMERA_FRAME
         return info
 
     def on_reset(self, request, response):
@@ -111,13 +114,13 @@ class SimNode(Node):
             return response
         self.target = self.task.joint_positions()
         self.steps = 0
-        response.goal_image = rgb_to_image(self.task.goal_image(), frame_id=CAMERA_FRAME)
+        response.goal_image = rgb_to_image(self.task.goal_image(), frame_id=HEAD_CAMERA_FRAME)
         response.success = True
         self.publish_state()
         return response
 
     def on_goal_image(self, request, response):
-        response.goal_image = rgb_to_image(self.task.goal_image(), frame_id=CAMERA_FRAME)
+        response.goal_image = rgb_to_image(self.task.goal_image(), frame_id=HEAD_CAMERA_FRAME)
         response.success = True
         return response
 

@@ -55,9 +55,14 @@ def node(graph):
     node.create_subscription(Latent, "latents", node.latents.append, RELIABLE)
     node.client = ActionClient(node, PlanToGoal, "plan_to_goal")
     node.reset = node.create_client(ResetTask, "reset_task")
-    assert node.client.wait_for_server(timeout_sec=120), "cem_planner did not start"
-    assert node.reset.wait_for_service(timeout_sec=120), "sim did not start"
-    assert spin_until(node, lambda: node.latents, 120), "no latents from camera_encoder"
+    processes = graph["processes"]
+
+    def up():
+        dead = [n for n, p in processes.items() if p.poll() is not None]
+        assert not dead, f"{dead} exited during start-up (output above)"
+        return node.client.server_is_ready() and node.reset.service_is_ready() and node.latents
+
+    assert spin_until(node, up, 180), "the graph did not come up"
     yield node
     node.destroy_node()
     rclpy.shutdown()
