@@ -1,0 +1,378 @@
+"""Planning cost (DexWM paper section 3.4): latent distance to the goal plus keypoint term.
+
+``WorldModelCost`` runs where the world model lives (the ROS world-model server): context and
+goal latents are set once per control tick, then each CEM iteration sends ``N x T`` candidate
+actions and gets ``N`` costs back. ``OrientationCost`` is the grasp task's end-effector
+orientation term; it needs only joints and kinematics, so it runs planner-side
+(``CEMPlanner(extra_cost=...)``).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+
+from dexwm_ros.core.actions import ACTION_DIM
+
+#: Keypoint-head maps of the right hand: wrist + 5 fingertips (DESIGN.md section 3).
+RIGHT_HAND_MAPS = (6, 7, 8, 9, 10, 11)
+NUM_KEYPOINT_MAPS = 12
+
+
+_MSE_CHUNK = 8
+
+
+class EncoderMismatchError(ValueError):
+    """Latents come from a different image encoder than the world model was trained on."""
+
+
+@dataclass
+class CostWeights:
+    """Weights of the planning cost; every number is a parameter.
+
+    Latent term: ``latent_weight * sum_t step_discount^(T-1-t) * MSE(pred_t, goal)`` (the final
+    step has weight 1; earlier steps 0.6, 0.36, ...). Keypoint term: ``keypoint_weight`` (the
+    paper's mu = 1e-3) times the mean pixel distance over ``keypoint_maps`` between the keypoint
+    head's decoding of the final predicted latent and of the goal latent. Orientation term
+    (grasp): ``orientation_weight`` times the discounted wrist rotation angle (rad) to a target.
+    """
+
+    latent_weight: float = 1.0
+    step_discount: float = 0.6
+    keypoint_weight: float = 1e-3
+    keypoint_maps: tuple[int, ...] = RIGHT_HAND_MAPS
+    orientation_weight: float = 0.0
+
+    def validate(self) -> CostWeights:
+        """Raise ``ValueError`` naming the first bad field; return ``self`` when valid."""
+        for name in ("latent_weight", "step_discount", "keypoint_weight", "orientation_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"CostWeights.{name} must be finite and >= 0, got {value!r}")
+        maps = tuple(self.keypoint_maps)
+        if not maps or any(not 0 <= m < NUM_KEYPOINT_MAPS for m in maps):
+            raise ValueError(
+                f"CostWeights.keypoint_maps must be non-empty indices in [0, {NUM_KEYPOINT_MAPS}),"
+                f" got {maps!r}"
+            )
+        return self
+
+    @classmethod
+    def for_task(cls, task: str, **overrides) -> CostWeights:
+        """Weights for ``reach``/``place`` (no orientation term) or ``grasp`` (orientation 0.1).
+
+        The paper adds an orientation term for grasping without giving its weight; 0.1 per
+        radian is our choice.
+        """
+        if task not in ("reach", "grasp", "place"):
+            raise ValueError(f"unknown task {task!r}; expected reach, grasp or place")
+        weights = cls(orientation_weight=0.1) if task == "grasp" else cls()
+        return replace(weights, **overrides).validate()
+
+    def step_weights(self, horizon: int) -> torch.Tensor:
+        """``(T,)`` weights ``step_discount^(T-1-t)``."""
+        exponents = torch.arange(horizon - 1, -1, -1, dtype=torch.float64)
+        return torch.as_tensor(self.step_discount, dtype=torch.float64).pow(exponents).float()
+
+
+def _check_finite(value: torch.Tensor, name: str) -> None:
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{name} contains NaN or inf")
+
+
+class WorldModelCost:
+    """Scores candidate action sequences with the world model against a goal.
+
+    ``predictor.score_candidates(context_latents (C,P,D), context_actions (C-1,132),
+    candidate_actions (n,T,132), chunk_size) -> (n,T,P,D)`` encodes the shared context once per
+    call. ``costs`` sends at most ``batch_size`` candidates per call so that the ``(n,T,P,D)``
+    predictions stay small (``None``: as many as fit ``prediction_budget_bytes``).
+    ``keypoint_head.keypoint_pixels(latents (B,P,D), chunk_size) -> (B,12,2)`` decodes pixel
+    keypoints; without a head the keypoint term is off. ``chunk_size`` goes to both (None:
+    their defaults). ``autocast`` (e.g. ``torch.bfloat16``,
+    the fast path on CPUs with AMX) runs predictor and keypoint head under autocast.
+    ``encoder_name`` is the encoder the world model expects; latents from another raise
+    ``EncoderMismatchError``. ``last_timing`` holds the seconds of the latest ``costs`` call
+    spent in ``world_model`` (predictor), ``keypoint_head`` and ``cost`` (the arithmetic).
+    """
+
+    def __init__(
+        self,
+        predictor,
+        keypoint_head,
+        encoder_name: str,
+        weights: CostWeights | None = None,
+        chunk_size: int | None = None,
+        batch_size: int | None = None,
+        autocast: torch.dtype | None = None,
+        prediction_budget_bytes: int = 512 << 20,
+    ) -> None:
+        for name, value in (("chunk_size", chunk_size), ("batch_size", batch_size)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"WorldModelCost: {name} must be a positive int or None")
+        self.autocast = autocast
+        self.prediction_budget_bytes = prediction_budget_bytes
+        self.predictor = predictor
+        self.keypoint_head = keypoint_head
+        self.encoder_name = encoder_name
+        self.weights = (weights or CostWeights()).validate()
+        self.chunk_size = chunk_size
+        self.batch_size = batch_size
+        self._context_latents: torch.Tensor | None = None
+        self._context_actions: torch.Tensor | None = None
+        self._goal_latents: torch.Tensor | None = None
+        self._goal_keypoints: torch.Tensor | None = None
+        self.last_timing: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def ready(self) -> bool:
+        """True once both context and goal are set."""
+        return self._context_latents is not None and self._goal_latents is not None
+
+    @property
+    def goal_keypoints(self) -> torch.Tensor | None:
+        """``(12, 2)`` pixel keypoints decoded from the goal latents (None without a head)."""
+        return self._goal_keypoints
+
+    def set_context(
+        self, latents: torch.Tensor, context_actions: torch.Tensor, encoder_name: str
+    ) -> None:
+        """Context latents ``(C, P, D)`` (last = current frame) and the ``(C-1, 132)`` actions
+        between consecutive context frames."""
+        self._check_encoder(encoder_name, "context")
+        latents = torch.as_tensor(latents)
+        context_actions = torch.as_tensor(context_actions)
+        if latents.ndim != 3 or latents.shape[0] < 1:
+            raise ValueError(
+                f"context latents must have shape (C, P, D) with C >= 1, got {tuple(latents.shape)}"
+            )
+        self._check_latent_shape(latents.shape[1:], "context latents")
+        expected = (latents.shape[0] - 1, ACTION_DIM)
+        if tuple(context_actions.shape) != expected:
+            raise ValueError(
+                f"context actions must have shape {expected} for {latents.shape[0]} context "
+                f"frames, got {tuple(context_actions.shape)}"
+            )
+        _check_finite(latents, "context latents")
+        _check_finite(context_actions, "context actions")
+        if self._goal_latents is not None and latents.shape[1:] != self._goal_latents.shape:
+            raise EncoderMismatchError(
+                f"context latents {tuple(latents.shape[1:])} and goal latents "
+                f"{tuple(self._goal_latents.shape)} differ in shape: different encoders?"
+            )
+        device, dtype = self._device_dtype()
+        self._context_latents = latents.detach().to(device=device, dtype=dtype)
+        self._context_actions = context_actions.detach().to(device=device, dtype=dtype)
+
+    def set_goal(self, goal_latents: torch.Tensor, encoder_name: str) -> None:
+        """Goal latents ``(P, D)``; their keypoints are decoded once here."""
+        self._check_encoder(encoder_name, "goal")
+        goal = torch.as_tensor(goal_latents)
+        if goal.ndim != 2:
+            raise ValueError(f"goal latents must have shape (P, D), got {tuple(goal.shape)}")
+        self._check_latent_shape(goal.shape, "goal latents")
+        _check_finite(goal, "goal latents")
+        if self._context_latents is not None and goal.shape != self._context_latents.shape[1:]:
+            raise EncoderMismatchError(
+                f"goal latents {tuple(goal.shape)} and context latents "
+                f"{tuple(self._context_latents.shape[1:])} differ in shape: different encoders?"
+            )
+        device, dtype = self._device_dtype()
+        goal = goal.detach().to(device=device, dtype=dtype)
+        keypoints = None
+        if self.keypoint_head is not None:
+            with torch.inference_mode(), self._autocast(device):
+                keypoints = self._keypoints(goal.unsqueeze(0))[0]
+        self._goal_latents = goal
+        self._goal_keypoints = keypoints
+
+    def clear(self) -> None:
+        """Drop context and goal."""
+        self._context_latents = self._context_actions = None
+        self._goal_latents = self._goal_keypoints = None
+
+    # ------------------------------------------------------------------ scoring
+
+    def costs(self, actions: torch.Tensor) -> torch.Tensor:
+        """Cost ``(N,)`` (float32, CPU) of candidate action sequences ``(N, T, 132)``."""
+        self._require_ready()
+        actions = torch.as_tensor(actions)
+        if actions.ndim != 3 or actions.shape[-1] != ACTION_DIM or actions.shape[0] < 1:
+            raise ValueError(
+                f"candidate actions must have shape (N, T, {ACTION_DIM}), "
+                f"got {tuple(actions.shape)}"
+            )
+        _check_finite(actions, "candidate actions")
+        device, dtype = self._device_dtype()
+        actions = actions.to(device=device, dtype=dtype)
+        step_weights = self.weights.step_weights(actions.shape[1]).to(device)
+        timing = dict.fromkeys(("world_model", "keypoint_head", "cost"), 0.0)
+        batch = self.batch_size or max(
+            1, self.prediction_budget_bytes // (actions.shape[1] * self._goal_latents.numel() * 4)
+        )
+        out = []
+        with torch.inference_mode(), self._autocast(device):
+            for first in range(0, len(actions), batch):
+                out.append(self._batch_costs(actions[first : first + batch], step_weights, timing))
+        self.last_timing = timing
+        return torch.cat(out).float().cpu()
+
+    def rollout(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Predicted latents ``(T, P, D)`` and keypoints ``(T, 12, 2)`` (None without a head)
+        for one action sequence ``(T, 132)``, e.g. to visualise the chosen plan."""
+        self._require_ready()
+        actions = torch.as_tensor(actions)
+        if actions.ndim != 2 or actions.shape[-1] != ACTION_DIM:
+            raise ValueError(
+                f"rollout actions must have shape (T, {ACTION_DIM}), got {tuple(actions.shape)}"
+            )
+        _check_finite(actions, "rollout actions")
+        device, dtype = self._device_dtype()
+        with torch.inference_mode(), self._autocast(device):
+            latents = self._predict(actions.to(device=device, dtype=dtype).unsqueeze(0))[0]
+            keypoints = self._keypoints(latents) if self.keypoint_head is not None else None
+        return latents, keypoints
+
+    # ------------------------------------------------------------------ internals
+
+    def _batch_costs(
+        self, actions: torch.Tensor, step_weights: torch.Tensor, timing: dict[str, float]
+    ) -> torch.Tensor:
+        tick = time.perf_counter()
+        predicted = self._predict(actions)
+        timing["world_model"] += time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        # a few candidates at a time: no temporaries as large as the predictions themselves
+        goal = self._goal_latents.float()
+        mse = torch.cat([
+            (chunk.float() - goal).square_().mean(dim=(-2, -1))
+            for chunk in predicted.split(_MSE_CHUNK)
+        ])
+        cost = self.weights.latent_weight * (mse * step_weights).sum(-1)
+        timing["cost"] += time.perf_counter() - tick
+
+        if self.keypoint_head is not None and self.weights.keypoint_weight > 0:
+            tick = time.perf_counter()
+            keypoints = self._keypoints(predicted[:, -1])
+            timing["keypoint_head"] += time.perf_counter() - tick
+            tick = time.perf_counter()
+            maps = list(self.weights.keypoint_maps)
+            distance = (keypoints[:, maps] - self._goal_keypoints[maps]).norm(dim=-1).mean(-1)
+            cost = cost + self.weights.keypoint_weight * distance
+            timing["cost"] += time.perf_counter() - tick
+        return cost
+
+    def _predict(self, actions: torch.Tensor) -> torch.Tensor:
+        predicted = self.predictor.score_candidates(
+            self._context_latents, self._context_actions, actions, chunk_size=self.chunk_size
+        )
+        expected = (*actions.shape[:2], *self._goal_shape())
+        if tuple(predicted.shape) != expected:
+            raise ValueError(
+                f"predictor.score_candidates returned {tuple(predicted.shape)}, expected {expected}"
+            )
+        return predicted
+
+    def _keypoints(self, latents: torch.Tensor) -> torch.Tensor:
+        if self.chunk_size is None:  # the head's own default chunking
+            keypoints = self.keypoint_head.keypoint_pixels(latents)
+        else:
+            keypoints = self.keypoint_head.keypoint_pixels(latents, chunk_size=self.chunk_size)
+        if tuple(keypoints.shape) != (len(latents), NUM_KEYPOINT_MAPS, 2):
+            raise ValueError(
+                f"keypoint_head.keypoint_pixels returned {tuple(keypoints.shape)}, expected "
+                f"({len(latents)}, {NUM_KEYPOINT_MAPS}, 2)"
+            )
+        return keypoints.float()
+
+    def _goal_shape(self) -> tuple[int, int]:
+        source = self._goal_latents if self._goal_latents is not None else self._context_latents
+        return tuple(source.shape[-2:])
+
+    def _check_encoder(self, encoder_name: str, what: str) -> None:
+        if encoder_name != self.encoder_name:
+            raise EncoderMismatchError(
+                f"{what} latents come from encoder {encoder_name!r} but the world model expects "
+                f"{self.encoder_name!r}"
+            )
+
+    def _check_latent_shape(self, shape: torch.Size, what: str) -> None:
+        config = getattr(self.predictor, "config", None)
+        expected = (getattr(config, "num_patches", None), getattr(config, "latent_dim", None))
+        if None in expected:
+            return
+        if tuple(shape) != expected:
+            raise EncoderMismatchError(
+                f"{what} have (P, D) = {tuple(shape)} but the predictor expects {expected}: "
+                f"different encoder or resolution?"
+            )
+
+    def _autocast(self, device: torch.device):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.autocast)
+
+    def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        parameters = getattr(self.predictor, "parameters", None)
+        if parameters is not None:
+            for parameter in parameters():
+                return parameter.device, parameter.dtype
+        return torch.device("cpu"), torch.float32
+
+    def _require_ready(self) -> None:
+        missing = [
+            name
+            for name, value in (("context", self._context_latents), ("goal", self._goal_latents))
+            if value is None
+        ]
+        if missing:
+            raise RuntimeError(
+                f"WorldModelCost: set_{' and set_'.join(missing)} must be called before scoring"
+            )
+
+
+class OrientationCost:
+    """Grasp orientation term: discounted wrist rotation angle to a target, times a weight.
+
+    ``wrist_pose_fn(joints (N, T, J)) -> (N, T, 4, 4)`` (e.g. ``RobotKinematics.wrist_pose_world``)
+    and ``target_rotation`` ``(3, 3)`` in the same frame. Returns
+    ``orientation_weight * sum_t step_discount^(T-1-t) * angle_t`` per candidate, for
+    ``CEMPlanner(extra_cost=...)``.
+    """
+
+    def __init__(
+        self,
+        wrist_pose_fn: Callable[[torch.Tensor], torch.Tensor],
+        target_rotation: torch.Tensor,
+        weights: CostWeights,
+    ) -> None:
+        target = torch.as_tensor(target_rotation, dtype=torch.float32)
+        if target.shape != (3, 3):
+            raise ValueError(f"target_rotation must be (3, 3), got {tuple(target.shape)}")
+        _check_finite(target, "target_rotation")
+        identity = torch.eye(3)
+        if not torch.allclose(target @ target.T, identity, atol=1e-4) or torch.det(target) < 0:
+            raise ValueError("target_rotation must be a proper rotation matrix")
+        self.wrist_pose_fn = wrist_pose_fn
+        self.target_rotation = target
+        self.weights = weights.validate()
+
+    def __call__(self, joints: torch.Tensor) -> torch.Tensor:
+        poses = self.wrist_pose_fn(joints)
+        if tuple(poses.shape) != (*joints.shape[:-1], 4, 4):
+            raise ValueError(
+                f"wrist_pose_fn returned {tuple(poses.shape)}, expected "
+                f"{(*joints.shape[:-1], 4, 4)}"
+            )
+        rotation = poses[..., :3, :3].float().cpu()
+        cos = ((self.target_rotation.T @ rotation).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
+        angle = torch.arccos(cos.clamp(-1.0, 1.0))
+        step_weights = self.weights.step_weights(joints.shape[-2])
+        return self.weights.orientation_weight * (angle * step_weights).sum(-1)

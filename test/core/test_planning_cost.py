@@ -1,0 +1,201 @@
+"""WorldModelCost / OrientationCost tests against hand-computed costs."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from dexwm_ros.core.planning_cost import (
+    CostWeights,
+    EncoderMismatchError,
+    OrientationCost,
+    WorldModelCost,
+)
+from dexwm_ros.core.predictor import CDiTPredictor, PredictorConfig
+
+P, D = 6, 8
+ENCODER = "synthetic"
+
+
+class AdditivePredictor:
+    """Synthetic predictor: each step adds a fixed linear map of its action to the latent."""
+
+    def __init__(self) -> None:
+        gen = torch.Generator().manual_seed(0)
+        self.config = SimpleNamespace(num_patches=P, latent_dim=D)
+        self.map = torch.randn(132, P * D, generator=gen) * 0.1
+        self.calls = 0
+
+    def score_candidates(self, context_latents, context_actions, candidate_actions,
+                         chunk_size=None):
+        self.calls += 1
+        steps = (candidate_actions @ self.map).unflatten(-1, (P, D)).cumsum(dim=1)
+        return context_latents[-1] + steps
+
+
+class MeanKeypointHead:
+    """Synthetic head: pixels = 10 x the first 24 latent values."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def keypoint_pixels(self, latents, chunk_size=None):
+        self.calls += 1
+        return 10.0 * latents.flatten(-2)[..., :24].unflatten(-1, (12, 2))
+
+
+def make_cost(weights=None, head=True, **kwargs):
+    gen = torch.Generator().manual_seed(1)
+    cost = WorldModelCost(AdditivePredictor(), MeanKeypointHead() if head else None, ENCODER,
+                          weights or CostWeights(), **kwargs)
+    context = torch.randn(2, P, D, generator=gen)
+    goal = torch.randn(P, D, generator=gen)
+    cost.set_context(context, torch.zeros(1, 132), ENCODER)
+    cost.set_goal(goal, ENCODER)
+    actions = torch.randn(5, 3, 132, generator=gen)
+    return cost, context, goal, actions
+
+
+def expected_costs(cost, context, goal, actions, weights):
+    predicted = cost.predictor.score_candidates(context, None, actions)
+    mse = (predicted - goal).square().mean(dim=(-2, -1))
+    horizon = actions.shape[1]
+    step_weights = torch.tensor([weights.step_discount ** (horizon - 1 - t)
+                                 for t in range(horizon)])
+    total = weights.latent_weight * (mse * step_weights).sum(-1)
+    if cost.keypoint_head is not None:
+        maps = list(weights.keypoint_maps)
+        head = MeanKeypointHead()
+        distance = (head.keypoint_pixels(predicted[:, -1])[:, maps]
+                    - head.keypoint_pixels(goal[None])[0, maps]).norm(dim=-1).mean(-1)
+        total = total + weights.keypoint_weight * distance
+    return total
+
+
+@pytest.mark.parametrize("head", [True, False])
+def test_costs_match_hand_computation(head):
+    weights = CostWeights(latent_weight=2.0, step_discount=0.5, keypoint_weight=0.1,
+                          keypoint_maps=(6, 8, 11))
+    cost, context, goal, actions = make_cost(weights, head=head)
+    torch.testing.assert_close(cost.costs(actions),
+                               expected_costs(cost, context, goal, actions, weights))
+    assert set(cost.last_timing) == {"world_model", "keypoint_head", "cost"}
+
+
+def test_paper_defaults_and_step_weights():
+    weights = CostWeights()
+    assert weights.step_discount == 0.6 and weights.keypoint_weight == 1e-3
+    assert weights.keypoint_maps == (6, 7, 8, 9, 10, 11) and weights.orientation_weight == 0
+    torch.testing.assert_close(weights.step_weights(3), torch.tensor([0.36, 0.6, 1.0]))
+    assert CostWeights.for_task("grasp").orientation_weight > 0
+    assert CostWeights.for_task("reach").orientation_weight == 0
+    cost, context, goal, actions = make_cost()
+    torch.testing.assert_close(cost.costs(actions),
+                               expected_costs(cost, context, goal, actions, weights))
+
+
+def test_goal_keypoints_decoded_once_and_batches_agree():
+    cost, _, _, actions = make_cost(batch_size=2)
+    assert cost.keypoint_head.calls == 1 and cost.goal_keypoints.shape == (12, 2)
+    batched = cost.costs(actions)
+    assert cost.predictor.calls == 3  # 5 candidates in batches of 2
+    assert cost.keypoint_head.calls == 1 + 3
+    whole, _, _, _ = make_cost()
+    torch.testing.assert_close(batched, whole.costs(actions))
+
+
+def test_rollout_matches_costs_path():
+    cost, context, goal, actions = make_cost()
+    latents, keypoints = cost.rollout(actions[2])
+    assert latents.shape == (3, P, D) and keypoints.shape == (3, 12, 2)
+    torch.testing.assert_close(latents, cost.predictor.score_candidates(context, None,
+                                                                        actions[2:3])[0])
+
+
+def test_real_predictor_shared_context_costs_equal_naive_rollout():
+    torch.manual_seed(0)
+    predictor = CDiTPredictor(PredictorConfig.from_preset("tiny", latent_dim=16, num_patches=8))
+    for module in predictor.modules():  # leave adaLN-Zero so predictions depend on actions
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.normal_(module.weight, std=0.05)
+    predictor.eval()
+    cost = WorldModelCost(predictor, None, ENCODER)
+    context = torch.randn(3, 8, 16)
+    context_actions = torch.randn(2, 132) * 0.01
+    goal = torch.randn(8, 16)
+    cost.set_context(context, context_actions, ENCODER)
+    cost.set_goal(goal, ENCODER)
+    actions = torch.randn(4, 3, 132) * 0.01
+    with torch.no_grad():
+        naive = predictor.rollout(context.expand(4, -1, -1, -1), context_actions.expand(4, -1, -1),
+                                  actions)
+    mse = (naive - goal).square().mean(dim=(-2, -1))
+    expected = (mse * torch.tensor([0.36, 0.6, 1.0])).sum(-1)
+    costs = cost.costs(actions)
+    torch.testing.assert_close(costs, expected, rtol=1e-4, atol=1e-6)
+    assert costs.std() > 0
+    with pytest.raises(EncoderMismatchError, match=r"predictor expects \(8, 16\)"):
+        cost.set_goal(torch.randn(8, 32), ENCODER)
+
+
+def test_bad_inputs_raise_clear_errors():
+    cost, context, goal, actions = make_cost()
+    calls = cost.predictor.calls
+    with pytest.raises(EncoderMismatchError, match="'siglip2' but the world model expects"):
+        cost.set_context(context, torch.zeros(1, 132), "siglip2")
+    with pytest.raises(EncoderMismatchError, match="goal latents"):
+        cost.set_goal(goal, "siglip2")
+    with pytest.raises(ValueError, match=r"goal latents must have shape \(P, D\)"):
+        cost.set_goal(goal[None], ENCODER)
+    with pytest.raises(ValueError, match=r"context latents must have shape \(C, P, D\)"):
+        cost.set_context(goal, torch.zeros(0, 132), ENCODER)
+    with pytest.raises(ValueError, match="context actions contains NaN"):
+        cost.set_context(context, torch.full((1, 132), float("nan")), ENCODER)
+    with pytest.raises(ValueError, match=r"candidate actions must have shape \(N, T, 132\)"):
+        cost.costs(actions[..., :131])
+    nan_actions = actions.clone()
+    nan_actions[1, 1, 4] = float("nan")
+    with pytest.raises(ValueError, match="candidate actions contains NaN"):
+        cost.costs(nan_actions)
+    with pytest.raises(ValueError, match=r"rollout actions must have shape \(T, 132\)"):
+        cost.rollout(actions)
+    assert cost.predictor.calls == calls
+    cost.clear()
+    assert not cost.ready
+    with pytest.raises(RuntimeError, match="set_context and set_goal must be called"):
+        cost.costs(actions)
+    for fields in (dict(step_discount=-0.1), dict(keypoint_weight=float("nan")),
+                   dict(keypoint_maps=(12,)), dict(keypoint_maps=())):
+        with pytest.raises(ValueError, match="CostWeights"):
+            CostWeights(**fields).validate()
+    with pytest.raises(ValueError, match="batch_size"):
+        WorldModelCost(AdditivePredictor(), None, ENCODER, batch_size=0)
+
+
+def z_rotation(angle: torch.Tensor) -> torch.Tensor:
+    c, s = angle.cos(), angle.sin()
+    zero, one = torch.zeros_like(angle), torch.ones_like(angle)
+    rotation = torch.stack([c, -s, zero, s, c, zero, zero, zero, one], dim=-1).unflatten(-1, (3, 3))
+    pose = torch.eye(4).expand(*angle.shape, 4, 4).clone()
+    pose[..., :3, :3] = rotation
+    return pose
+
+
+def test_orientation_cost_is_discounted_rotation_angle():
+    weights = CostWeights(orientation_weight=0.5, step_discount=0.6)
+    target = z_rotation(torch.tensor(0.3))[:3, :3]
+    orientation = OrientationCost(lambda joints: z_rotation(joints[..., 0]), target, weights)
+    joints = torch.zeros(2, 3, 23)
+    joints[0, :, 0] = 0.3  # on target
+    joints[1, :, 0] = torch.tensor([0.3 + 0.2, 0.3 - 0.4, 0.3 + 1.0])
+    costs = orientation(joints)
+    assert costs.shape == (2,) and math.isclose(costs[0].item(), 0.0, abs_tol=1e-3)
+    expected = 0.5 * (0.36 * 0.2 + 0.6 * 0.4 + 1.0 * 1.0)
+    assert math.isclose(costs[1].item(), expected, rel_tol=1e-4)
+    with pytest.raises(ValueError, match="proper rotation"):
+        OrientationCost(lambda q: q, 2 * torch.eye(3), weights)
+    with pytest.raises(ValueError, match="wrist_pose_fn returned"):
+        OrientationCost(lambda q: torch.eye(3).expand(*q.shape[:-1], 3, 3), torch.eye(3),
+                        weights)(joints)
