@@ -16,7 +16,7 @@ from sensor_msgs.msg import Image
 from dexwm_ros.core.encoder import build_encoder
 from dexwm_ros.msg import Latent
 from dexwm_ros.nodes.conversions import image_to_rgb, latent_to_msg
-from dexwm_ros.nodes.params import declare
+from dexwm_ros.nodes.params import declare, declare_torch_threads
 from dexwm_ros.nodes.runner import run_node
 from dexwm_ros.srv import EncodeImage
 
@@ -26,6 +26,7 @@ LATENT_QOS = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE)
 class CameraEncoder(Node):
     def __init__(self) -> None:
         super().__init__("camera_encoder")
+        declare_torch_threads(self)
         backend = declare(self, "backend", "tiny",
                           "encoder backend: tiny | dinov2 | dinov3 | siglip2 | vjepa2",
                           read_only=True)

@@ -29,7 +29,7 @@ from dexwm_ros.core.kinematics import JOINT_NAMES, RobotKinematics, head_camera
 from dexwm_ros.core.planner import CEMConfig, CEMPlanner
 from dexwm_ros.core.planning_cost import CostWeights, OrientationCost
 from dexwm_ros.nodes.conversions import image_to_rgb, seconds_to_duration
-from dexwm_ros.nodes.params import declare
+from dexwm_ros.nodes.params import declare, declare_torch_threads
 from dexwm_ros.nodes.runner import run_node
 from dexwm_ros.srv import EncodeImage, ScoreActions, SetGoal, SnapshotContext
 
@@ -52,6 +52,7 @@ class GoalFailed(Exception):
 class CemPlannerNode(Node):
     def __init__(self) -> None:
         super().__init__("cem_planner")
+        declare_torch_threads(self)
         self.cem = {
             "horizon": declare(self, "horizon", 3, "planning horizon T (steps)", low=1, high=8),
             "num_samples": declare(self, "num_samples", 512, "CEM samples N per iteration",

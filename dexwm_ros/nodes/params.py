@@ -21,3 +21,17 @@ def declare(node: Node, name: str, default, description: str, *,
             descriptor.floating_point_range = [FloatingPointRange(from_value=float(low),
                                                                   to_value=float(high))]
     return node.declare_parameter(name, default, descriptor).value
+
+
+def declare_torch_threads(node: Node) -> None:
+    """Read-only ``torch_threads``: CPU threads for torch in this process (0 = torch default).
+
+    Several model processes on few cores should each use 1: oversubscribed OpenMP threads make
+    small operations orders of magnitude slower.
+    """
+    import torch
+
+    threads = declare(node, "torch_threads", 0, "CPU threads for torch, 0 = torch default",
+                      low=0, high=256, read_only=True)
+    if threads:
+        torch.set_num_threads(threads)

@@ -23,7 +23,7 @@ from dexwm_ros.core.world_model import WorldModel
 from dexwm_ros.msg import Latent
 from dexwm_ros.nodes.conversions import latent_to_msg, msg_to_latent, time_to_seconds
 from dexwm_ros.nodes.joint_state_buffer import JointStateBuffer
-from dexwm_ros.nodes.params import declare
+from dexwm_ros.nodes.params import declare, declare_torch_threads
 from dexwm_ros.nodes.runner import StartupError, run_node
 from dexwm_ros.srv import Rollout, ScoreActions, SetGoal, SnapshotContext
 
@@ -33,6 +33,7 @@ RELIABLE = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
 class WorldModelServer(Node):
     def __init__(self) -> None:
         super().__init__("world_model_server")
+        declare_torch_threads(self)
         model_path = declare(self, "model_path", "",
                              "directory of the world-model checkpoint (model.safetensors + "
                              "config.json)", read_only=True)
@@ -55,6 +56,8 @@ class WorldModelServer(Node):
                                     "mu: weight of the keypoint pixel distance", low=0.0,
                                     high=1e3),
         )
+        bf16 = declare(self, "bf16", False, "run the predictor under bf16 autocast (fast on "
+                       "AMX CPUs and GPUs)", read_only=True)
         batch_size = declare(self, "batch_size", 128,
                              "candidates per predictor call (bounds memory)", low=1, high=4096)
         if not model_path:
@@ -63,7 +66,8 @@ class WorldModelServer(Node):
             raise StartupError(f"model_path '{model_path}' does not exist")
         self.model = WorldModel.load(model_path, device=device).eval()
         self.cost = WorldModelCost(self.model.predictor, self.model.keypoint_head,
-                                   self.model.encoder_name, weights, batch_size=batch_size)
+                                   self.model.encoder_name, weights, batch_size=batch_size,
+                                   autocast=torch.bfloat16 if bf16 else None)
         self.kinematics = RobotKinematics(device=device)
         self.camera = head_camera()
         self.joints = JointStateBuffer()

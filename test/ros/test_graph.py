@@ -24,7 +24,7 @@ pytestmark = pytest.mark.ros
 RESULT = PlanToGoal.Result
 RELIABLE = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
 SMALL_PLANNER = ["num_samples:=32", "num_elites:=4", "iterations:=3", "control_period:=0.1",
-                 "service_timeout:=5.0", "seed:=0"]
+                 "service_timeout:=20.0", "seed:=0"]
 
 
 @pytest.fixture(scope="module")
