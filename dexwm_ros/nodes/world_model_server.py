@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -72,8 +73,12 @@ class WorldModelServer(Node):
         self.camera = head_camera()
         self.joints = JointStateBuffer()
         self.frames: list[tuple[float, torch.Tensor, np.ndarray, Latent]] = []
-        self.create_subscription(Latent, "latents", self.on_latent, RELIABLE)
-        self.create_subscription(JointState, "joint_states", self.on_joint_state, RELIABLE)
+        # Observations keep flowing in on their own thread while a scoring request runs.
+        intake = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Latent, "latents", self.on_latent, RELIABLE,
+                                 callback_group=intake)
+        self.create_subscription(JointState, "joint_states", self.on_joint_state, RELIABLE,
+                                 callback_group=intake)
         self.create_service(SnapshotContext, "snapshot_context", self.on_snapshot)
         self.create_service(SetGoal, "set_goal", self.on_set_goal)
         self.create_service(ScoreActions, "score_actions", self.on_score)
@@ -179,7 +184,7 @@ class WorldModelServer(Node):
 
 
 def main(args=None) -> None:
-    sys.exit(run_node(WorldModelServer, args))
+    sys.exit(run_node(WorldModelServer, args, threads=2))
 
 
 if __name__ == "__main__":
