@@ -41,3 +41,174 @@ def allegro_to_hand21(wrist: torch.Tensor, fingers: torch.Tensor) -> torch.Tenso
         )
     five = torch.cat([fingers, fingers[..., 3:4, :, :]], dim=-3)
     return torch.cat([wrist.unsqueeze(-2), five.flatten(-3, -2)], dim=-2)
+
+
+def _check_last(name: str, tensor: torch.Tensor, tail: tuple[int, ...]) -> None:
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if tuple(tensor.shape[-len(tail):]) != tail or tensor.dim() < len(tail):
+        raise ValueError(f"{name}: expected shape (..., {', '.join(map(str, tail))}), "
+                         f"got {tuple(tensor.shape)}")
+
+
+def hand_action(prev_kp: torch.Tensor, next_kp: torch.Tensor) -> torch.Tensor:
+    """Action of a one-handed robot: right-hand keypoint deltas ``next - prev``.
+
+    ``prev_kp`` / ``next_kp`` are ``(..., 21, 3)`` right-hand keypoints (HAND21 order, metres)
+    in the camera frame of the first context frame (for a fixed camera: the camera frame). The
+    left hand and both camera rows are zero. Returns ``(..., 132)``.
+    """
+    _check_last("prev_kp", prev_kp, (NUM_HAND_KEYPOINTS, 3))
+    _check_last("next_kp", next_kp, (NUM_HAND_KEYPOINTS, 3))
+    delta = next_kp - prev_kp
+    rows = delta.new_zeros(*delta.shape[:-2], ACTION_ROWS, 3)
+    rows[..., RIGHT_HAND_ROWS, :] = delta
+    return rows.flatten(-2)
+
+
+def rotation_matrix_to_vector(rotation: torch.Tensor) -> torch.Tensor:
+    """Rotation vector (axis * angle, angle in [0, pi]) of ``(..., 3, 3)`` rotation matrices.
+
+    Goes through a unit quaternion (largest-component branch, so it is accurate at every
+    angle) with a non-negative scalar part, then ``2 atan2(|v|, w) v / |v|``."""
+    _check_last("rotation", rotation, (3, 3))
+    r = rotation.double()
+    m00, m11, m22 = r[..., 0, 0], r[..., 1, 1], r[..., 2, 2]
+    trace = m00 + m11 + m22
+    # 4 candidate quaternions (w, x, y, z), each well conditioned when its component is large
+    cands = torch.stack([
+        torch.stack([1 + trace, r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0],
+                     r[..., 1, 0] - r[..., 0, 1]], -1),
+        torch.stack([r[..., 2, 1] - r[..., 1, 2], 1 + m00 - m11 - m22,
+                     r[..., 0, 1] + r[..., 1, 0], r[..., 0, 2] + r[..., 2, 0]], -1),
+        torch.stack([r[..., 0, 2] - r[..., 2, 0], r[..., 0, 1] + r[..., 1, 0],
+                     1 - m00 + m11 - m22, r[..., 1, 2] + r[..., 2, 1]], -1),
+        torch.stack([r[..., 1, 0] - r[..., 0, 1], r[..., 0, 2] + r[..., 2, 0],
+                     r[..., 1, 2] + r[..., 2, 1], 1 - m00 - m11 + m22], -1),
+    ], -2)  # (..., 4, 4)
+    best = torch.stack([trace, m00, m11, m22], -1).argmax(-1)
+    quat = torch.gather(cands, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
+    quat = quat / quat.norm(dim=-1, keepdim=True)
+    quat = torch.where(quat[..., :1] < 0, -quat, quat)
+    w, v = quat[..., 0], quat[..., 1:]
+    sin_half = v.norm(dim=-1)
+    angle = 2 * torch.atan2(sin_half, w)
+    # angle / sin(angle/2) -> 2 as the angle -> 0
+    factor = torch.where(sin_half > 1e-12, angle / sin_half.clamp_min(1e-12),
+                         torch.full_like(angle, 2.0))
+    return (v * factor[..., None]).to(rotation.dtype)
+
+
+def build_actions(keypoints: torch.Tensor, camera_to_world: torch.Tensor) -> torch.Tensor:
+    """Actions between consecutive frames of a sequence (paper eq. 2, section 3.1).
+
+    ``keypoints`` ``(..., S, 42, 3)``: left then right hand (HAND21 order) in the world frame
+    (any fixed frame in which ``camera_to_world`` is given; use zeros for a missing hand).
+    ``camera_to_world`` ``(..., S, 4, 4)``: OpenCV camera poses. Returns ``(..., S-1, 132)``.
+
+    Everything is expressed in the axes of the sequence's FIRST camera frame:
+    rows 0-41 keypoint deltas ``H_{k+1} - H_k``; row 42 the camera translation delta
+    ``t_{k+1} - t_k``; row 43 the camera rotation delta as the rotation vector (axis-angle) of
+    ``R_{k+1} R_k^T``, i.e. a continuous 3-vector. This replaces the paper's Euler-angle delta,
+    which wraps at 2 pi and is discontinuous (DESIGN section 3, "known weak spot").
+    """
+    _check_last("keypoints", keypoints, (2 * NUM_HAND_KEYPOINTS, 3))
+    _check_last("camera_to_world", camera_to_world, (4, 4))
+    if keypoints.dim() < 3 or keypoints.shape[:-2] != camera_to_world.shape[:-2]:
+        raise ValueError(f"build_actions: keypoints (..., S, 42, 3) and camera_to_world "
+                         f"(..., S, 4, 4) must share leading dims, got {tuple(keypoints.shape)} "
+                         f"and {tuple(camera_to_world.shape)}")
+    if keypoints.shape[-3] < 2:
+        raise ValueError("build_actions: need at least 2 frames")
+    rot = camera_to_world[..., :3, :3]
+    trans = camera_to_world[..., :3, 3]
+    world_to_first = rot[..., :1, :, :].transpose(-1, -2)  # (..., 1, 3, 3) = R0^T
+    kp_first = (keypoints - trans[..., :1, None, :]) @ world_to_first.transpose(-1, -2)
+    hand_delta = kp_first[..., 1:, :, :] - kp_first[..., :-1, :, :]
+    cam_delta = ((trans[..., 1:, :] - trans[..., :-1, :])[..., None, :]
+                 @ world_to_first.transpose(-1, -2)).squeeze(-2)
+    rel_world = rot[..., 1:, :, :] @ rot[..., :-1, :, :].transpose(-1, -2)
+    rot_delta = (world_to_first @ rotation_matrix_to_vector(rel_world)[..., None]).squeeze(-1)
+    rows = torch.cat([hand_delta, cam_delta[..., None, :], rot_delta[..., None, :]], dim=-2)
+    return rows.flatten(-2)
+
+
+#: DROID dummy hand (paper appendix C.2, Figure 11): 5 rays x 4 radii around the end-effector.
+DROID_RAY_ANGLES_DEG = (0.0, 72.0, 144.0, 216.0, 288.0)
+DROID_RADII_OPEN = (0.03, 0.04, 0.05, 0.06)
+DROID_RADII_CLOSED = (0.03, 0.04, 0.035, 0.03)
+
+
+def droid_gripper_keypoints(ee_pose: torch.Tensor,
+                            gripper_closed_fraction: torch.Tensor) -> torch.Tensor:
+    """Dummy 21 hand keypoints of a parallel gripper (DROID).
+
+    ``ee_pose`` ``(..., 4, 4)`` end-effector pose, ``gripper_closed_fraction`` ``(...)`` in
+    [0, 1] (0 open, 1 closed; clipped). The wrist is the end-effector position; finger ``f``
+    (thumb..little) lies on the ray at ``DROID_RAY_ANGLES_DEG[f]`` in the end-effector's local
+    x-y plane (perpendicular to its approach axis z), its 4 keypoints (knuckle..tip) at the
+    radii interpolated linearly between the open and closed radii. Returns ``(..., 21, 3)``
+    in the frame of ``ee_pose``.
+    """
+    _check_last("ee_pose", ee_pose, (4, 4))
+    closed = torch.as_tensor(gripper_closed_fraction, dtype=ee_pose.dtype,
+                             device=ee_pose.device).clamp(0, 1)
+    if closed.shape != ee_pose.shape[:-2]:
+        raise ValueError(f"gripper_closed_fraction: expected shape {tuple(ee_pose.shape[:-2])}, "
+                         f"got {tuple(closed.shape)}")
+    opts = {"dtype": ee_pose.dtype, "device": ee_pose.device}
+    radii_open = torch.tensor(DROID_RADII_OPEN, **opts)
+    radii_closed = torch.tensor(DROID_RADII_CLOSED, **opts)
+    radii = radii_open + closed[..., None] * (radii_closed - radii_open)  # (..., 4)
+    angles = torch.deg2rad(torch.tensor(DROID_RAY_ANGLES_DEG, **opts))
+    directions = torch.stack([angles.cos(), angles.sin(), torch.zeros_like(angles)], -1)
+    local = radii[..., None, :, None] * directions[:, None, :]  # (..., 5, 4, 3)
+    world = local.flatten(-3, -2) @ ee_pose[..., :3, :3].transpose(-1, -2)
+    origin = ee_pose[..., :3, 3]
+    return torch.cat([origin[..., None, :], world + origin[..., None, :]], dim=-2)
+
+
+class ActionNormalizer:
+    """Per-dimension mean/std of actions, accumulated over a dataset in float64.
+
+    ``update(actions)`` with ``(..., 132)`` batches; ``mean`` / ``std`` (std floored at
+    ``min_std`` so dimensions that never move, e.g. the left hand of a robot, map to 0 instead
+    of blowing up). Feed the result to ``CDiTPredictor.set_action_normalization``.
+    """
+
+    def __init__(self, dim: int = ACTION_DIM, min_std: float = 1e-3):
+        if min_std <= 0:
+            raise ValueError(f"min_std must be > 0, got {min_std}")
+        self.dim, self.min_std = dim, min_std
+        self.count = 0
+        self._sum = torch.zeros(dim, dtype=torch.float64)
+        self._sum_sq = torch.zeros(dim, dtype=torch.float64)
+
+    @classmethod
+    def from_actions(cls, actions: torch.Tensor, min_std: float = 1e-3) -> ActionNormalizer:
+        normalizer = cls(actions.shape[-1], min_std)
+        normalizer.update(actions)
+        return normalizer
+
+    def update(self, actions: torch.Tensor) -> None:
+        _check_last("actions", actions, (self.dim,))
+        flat = actions.detach().reshape(-1, self.dim).double().cpu()
+        if not torch.isfinite(flat).all():
+            raise ValueError("ActionNormalizer.update: actions contain NaN or inf")
+        self.count += flat.shape[0]
+        self._sum += flat.sum(0)
+        self._sum_sq += flat.square().sum(0)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        if self.count == 0:
+            raise ValueError("ActionNormalizer: no actions seen yet")
+        return (self._sum / self.count).float()
+
+    @property
+    def std(self) -> torch.Tensor:
+        if self.count == 0:
+            raise ValueError("ActionNormalizer: no actions seen yet")
+        mean = self._sum / self.count
+        var = (self._sum_sq / self.count - mean.square()).clamp_min(0)
+        return var.sqrt().clamp_min(self.min_std).float()

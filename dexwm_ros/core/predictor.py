@@ -1,0 +1,440 @@
+"""DexWM predictor: a block-causal CDiT regressing the next frame's patch latents.
+
+Paper section 3.2 and appendix A.2 (Table 5); DESIGN.md section 3. Layout:
+
+* ``num_slots`` frame slots (8 context + 1 target in the paper) of ``num_patches`` tokens each.
+  Slot ``s`` holds frame ``s``'s latent and is conditioned on action ``s`` (frame s -> s+1); its
+  output is the prediction of frame ``s + 1`` (the absolute latent, no residual to the input).
+* A learned positional table ``(slot, token, dim)`` is added after the input projection.
+* Each block, per slot, takes 11 adaLN-Zero modulation chunks from ``SiLU -> Linear(132, 11 D)``
+  of the slot's action: shift/scale/gate for self-attention, shift/scale/gate for the
+  cross-attention queries, shift/scale for the slot's tokens when they serve as cross-attention
+  keys/values of later slots ("context tokens modulated by their own action"), shift/scale/gate
+  for the MLP (ratio 2, GELU-tanh).
+* Self-attention runs within the slot's own frame; cross-attention goes from the slot to all
+  tokens of strictly earlier slots (slot 0 has none and skips it). Nothing flows backwards, so
+  the prediction for slot ``s`` only depends on frames ``0..s`` and actions ``0..s``.
+* Final layer: LayerNorm, adaLN shift/scale, Linear; adaLN and the final Linear start at zero.
+  Input/output projections map the encoder width to the predictor width when they differ.
+
+Because the model is block-causal, keys/values of earlier slots never change when later slots
+are appended. ``score_candidates`` exploits that: the keys/values of the shared context are
+computed once (batch 1) and reused by all candidates; candidates then only process their own
+slots, one slot per step, with a per-candidate key/value cache.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import MISSING, asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dexwm_ros.core.actions import ACTION_DIM
+
+NUM_MODULATION_CHUNKS = 11
+
+#: Preset sizes: (depth, dim, heads). S/B/L/XL from paper Table 5 (31M/104M/344M/456M
+#: parameters with a 1024-wide encoder and 448 patches); "tiny" is for tests and demos.
+PREDICTOR_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"depth": 2, "dim": 64, "heads": 4},
+    "S": {"depth": 12, "dim": 384, "heads": 6},
+    "B": {"depth": 12, "dim": 768, "heads": 12},
+    "L": {"depth": 24, "dim": 1024, "heads": 16},
+    "XL": {"depth": 32, "dim": 1024, "heads": 16},
+}
+
+
+@dataclass
+class PredictorConfig:
+    """Size of a ``CDiTPredictor``; ``preset`` is informational (``"custom"`` if hand-made)."""
+
+    preset: str
+    latent_dim: int
+    num_patches: int
+    dim: int
+    depth: int
+    heads: int
+    mlp_ratio: float = 2.0
+    num_slots: int = 9
+    action_dim: int = ACTION_DIM
+
+    def __post_init__(self) -> None:
+        for name in ("latent_dim", "num_patches", "dim", "depth", "heads", "num_slots",
+                     "action_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"PredictorConfig.{name} must be a positive int, got {value!r}")
+        if self.dim % self.heads:
+            raise ValueError(f"PredictorConfig: dim {self.dim} not divisible by heads {self.heads}")
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"PredictorConfig.mlp_ratio must be > 0, got {self.mlp_ratio!r}")
+
+    @classmethod
+    def from_preset(cls, name: str, latent_dim: int = 1024, num_patches: int = 448,
+                    **overrides) -> PredictorConfig:
+        if name not in PREDICTOR_PRESETS:
+            raise ValueError(f"unknown predictor preset {name!r}; choose from "
+                             f"{sorted(PREDICTOR_PRESETS)}")
+        return cls(preset=name, latent_dim=latent_dim, num_patches=num_patches,
+                   **{**PREDICTOR_PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PredictorConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"PredictorConfig.from_dict: expected a dict, "
+                             f"got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"PredictorConfig: unknown field(s) {sorted(unknown)}")
+        required = {f.name for f in fields(cls) if f.default is MISSING}
+        missing = sorted(required - set(data))
+        if missing:
+            raise ValueError(f"PredictorConfig: missing field(s) {missing}")
+        return cls(**data)
+
+
+def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return torch.addcmul(shift, x, 1 + scale)
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(..., L, D) -> (..., H, L, D/H)."""
+    return x.unflatten(-1, (heads, -1)).transpose(-3, -2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(..., H, L, Dh) -> (..., L, H*Dh)."""
+    return x.transpose(-3, -2).flatten(-2)
+
+
+class CDiTBlock(nn.Module):
+    """One predictor block. Works on tensors shaped ``(..., P, D)`` with modulation
+    ``(..., 1, D)`` so the same code serves whole sequences and single slots."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, action_dim: int):
+        super().__init__()
+        self.dim, self.heads = dim, heads
+        self.norm_sa = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.sa_proj = nn.Linear(dim, dim)
+        self.norm_q = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm_kv = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ca_q = nn.Linear(dim, dim)
+        self.ca_kv = nn.Linear(dim, 2 * dim)
+        self.ca_proj = nn.Linear(dim, dim)
+        self.norm_mlp = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"),
+                                 nn.Linear(hidden, dim))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(action_dim, NUM_MODULATION_CHUNKS * dim))
+
+    def modulation(self, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(..., action_dim) -> 11 tensors (..., 1, D)."""
+        return self.ada(actions).unsqueeze(-2).chunk(NUM_MODULATION_CHUNKS, dim=-1)
+
+    def self_attention(self, x: torch.Tensor, mod: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        shift, scale, gate = mod[0:3]
+        qkv = self.qkv(_modulate(self.norm_sa(x), shift, scale))
+        # the fused CPU attention kernel wants 4-D (batch, heads, tokens, head_dim)
+        q, k, v = _heads(qkv.flatten(0, -3), self.heads).chunk(3, dim=-1)
+        attn = _merge_heads(F.scaled_dot_product_attention(q, k, v)).view(x.shape)
+        return torch.addcmul(x, gate, self.sa_proj(attn))
+
+    def query_and_keys(self, x: torch.Tensor, mod: tuple[torch.Tensor, ...]
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cross-attention query (as this slot) and key/value (as context for later slots),
+        each ``(..., H, P, Dh)``."""
+        q = _heads(self.ca_q(_modulate(self.norm_q(x), mod[3], mod[4])), self.heads)
+        k, v = _heads(self.ca_kv(_modulate(self.norm_kv(x), mod[6], mod[7])),
+                      self.heads).chunk(2, dim=-1)
+        return q, k, v
+
+    def cross_update(self, x: torch.Tensor, attn: torch.Tensor,
+                     mod: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return torch.addcmul(x, mod[5], self.ca_proj(_merge_heads(attn)))
+
+    def mlp_update(self, x: torch.Tensor, mod: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        shift, scale, gate = mod[8:11]
+        return torch.addcmul(x, gate, self.mlp(_modulate(self.norm_mlp(x), shift, scale)))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, dim: int, action_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(action_dim, 2 * dim))
+        self.linear = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.ada(actions).unsqueeze(-2).chunk(2, dim=-1)
+        return self.linear(_modulate(self.norm(x), shift, scale))
+
+
+KVList = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class CDiTPredictor(nn.Module):
+    """Action-conditioned latent dynamics model (see module docstring)."""
+
+    def __init__(self, config: PredictorConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.input_proj = (nn.Linear(c.latent_dim, c.dim) if c.latent_dim != c.dim
+                           else nn.Identity())
+        self.output_proj = (nn.Linear(c.dim, c.latent_dim) if c.latent_dim != c.dim
+                            else nn.Identity())
+        self.pos_embed = nn.Parameter(torch.zeros(c.num_slots, c.num_patches, c.dim))
+        self.blocks = nn.ModuleList(
+            CDiTBlock(c.dim, c.heads, c.mlp_ratio, c.action_dim) for _ in range(c.depth))
+        self.final = FinalLayer(c.dim, c.action_dim)
+        self.register_buffer("action_mean", torch.zeros(c.action_dim))
+        self.register_buffer("action_std", torch.ones(c.action_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """DiT initialisation: Xavier linears, N(0, 0.02) positions, adaLN and the final
+        Linear at zero (adaLN-Zero, DESIGN section 3)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.pos_embed, std=0.02)
+        for layer in self.zero_initialized_layers():
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def zero_initialized_layers(self) -> list[nn.Linear]:
+        """The adaLN modulation Linears and the final Linear (zero at initialisation)."""
+        return [b.ada[1] for b in self.blocks] + [self.final.ada[1], self.final.linear]
+
+    # ------------------------------------------------------------------ actions
+    def set_action_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store per-dimension action statistics; raw actions are mapped to
+        ``(a - mean) / std`` inside every public method."""
+        mean = torch.as_tensor(mean, dtype=torch.float32)
+        std = torch.as_tensor(std, dtype=torch.float32)
+        shape = (self.config.action_dim,)
+        if mean.shape != shape or std.shape != shape:
+            raise ValueError(f"set_action_normalization: expected mean and std of shape {shape}, "
+                             f"got {tuple(mean.shape)} and {tuple(std.shape)}")
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+            raise ValueError("set_action_normalization: mean must be finite and std finite > 0")
+        self.action_mean.copy_(mean)
+        self.action_std.copy_(std)
+
+    def _normalize(self, actions: torch.Tensor) -> torch.Tensor:
+        """Raw -> normalised actions, computed in float32, returned in the parameters' dtype."""
+        normalized = (actions.float() - self.action_mean.float()) / self.action_std.float()
+        return normalized.to(self.pos_embed.dtype)
+
+    # ------------------------------------------------------------------ checks
+    def _check(self, name: str, tensor: torch.Tensor, shape: tuple) -> None:
+        """``shape`` entries: int (exact) or None (any)."""
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+        ok = tensor.dim() == len(shape) and all(
+            want is None or want == got for want, got in zip(shape, tensor.shape, strict=True))
+        if not ok:
+            pretty = tuple("*" if s is None else s for s in shape)
+            raise ValueError(f"{name}: expected shape {pretty}, got {tuple(tensor.shape)}")
+
+    @staticmethod
+    def _autocast(dtype: torch.dtype | None, device: torch.device):
+        if dtype is None or dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=dtype)
+
+    # ------------------------------------------------------------------ teacher forcing
+    def forward(self, latents: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced prediction.
+
+        ``latents`` (B, S, P, Dl) are frames 0..S-1, ``actions`` (B, S, action_dim) raw actions
+        where ``actions[:, s]`` takes frame s to s+1. Returns (B, S, P, Dl); ``out[:, s]``
+        predicts frame s+1 from frames 0..s and actions 0..s. S <= num_slots.
+        """
+        c = self.config
+        self._check("latents", latents, (None, None, c.num_patches, c.latent_dim))
+        batch, slots = latents.shape[:2]
+        self._check("actions", actions, (batch, slots, c.action_dim))
+        if not 1 <= slots <= c.num_slots:
+            raise ValueError(f"sequence length {slots} must be in [1, {c.num_slots}]")
+        in_dtype, dtype = latents.dtype, self.pos_embed.dtype
+        latents = latents.to(dtype)
+        actions = self._normalize(actions)
+        return self.output_proj(self.final(self._run_slots(latents, actions), actions)).to(in_dtype)
+
+    def _run_slots(self, latents: torch.Tensor, actions: torch.Tensor,
+                   cache: KVList | None = None) -> torch.Tensor:
+        """Blocks over whole sequences (B, S, P, Dl) with normalised actions (B, S, A);
+        with ``cache`` also append every block's keys/values (B, H, S*P, Dh) to it."""
+        slots = latents.shape[1]
+        x = self.input_proj(latents) + self.pos_embed[:slots]
+        for block in self.blocks:
+            mod = block.modulation(actions)  # each (B, S, 1, D)
+            x = block.self_attention(x, mod)
+            q, k, v = block.query_and_keys(x, mod)  # (B, S, H, P, Dh)
+            k, v = k.transpose(1, 2).flatten(2, 3), v.transpose(1, 2).flatten(2, 3)
+            if cache is not None:
+                cache.append((k, v))
+            if slots > 1:
+                # slot s attends to all tokens of slots < s (strictly earlier frames)
+                per_slot = self.config.num_patches
+                attn = [F.scaled_dot_product_attention(q[:, s], k[:, :, :s * per_slot],
+                                                       v[:, :, :s * per_slot])
+                        for s in range(1, slots)]
+                later = block.cross_update(x[:, 1:], torch.stack(attn, dim=1),
+                                           tuple(m[:, 1:] for m in mod))
+                x = torch.cat([x[:, :1], later], dim=1)
+            x = block.mlp_update(x, mod)
+        return x
+
+    # ------------------------------------------------------------------ rollout
+    def rollout(self, context_latents: torch.Tensor, context_actions: torch.Tensor,
+                future_actions: torch.Tensor, autocast: torch.dtype | None = None
+                ) -> torch.Tensor:
+        """Plain autoregressive rollout: at each step run ``forward`` on the most recent
+        ``num_slots`` frames (context + predictions so far) and keep the last slot's output.
+
+        ``context_latents`` (B, C, P, Dl), ``context_actions`` (B, C-1, A) between context
+        frames, ``future_actions`` (B, T, A) where ``future_actions[:, 0]`` takes the last
+        context frame to the first predicted one. Returns (B, T, P, Dl) in the latents' dtype.
+        ``autocast`` (e.g. ``torch.bfloat16``) runs the network under autocast. Inputs are cast
+        to the parameters' dtype, so a predictor converted with ``.to(torch.bfloat16)`` (the
+        fastest CPU inference path) takes and returns float32 latents unchanged.
+        """
+        self._check_rollout_inputs(context_latents, context_actions, future_actions)
+        frames = list(context_latents.unbind(1))
+        actions = list(context_actions.unbind(1))
+        outputs = []
+        window = self.config.num_slots
+        with self._autocast(autocast, context_latents.device):
+            for step in range(future_actions.shape[1]):
+                actions.append(future_actions[:, step])
+                seq_latents = torch.stack(frames[-window:], dim=1)
+                seq_actions = torch.stack(actions[-window:], dim=1)
+                pred = self.forward(seq_latents, seq_actions)[:, -1].to(context_latents.dtype)
+                frames.append(pred)
+                outputs.append(pred)
+        return torch.stack(outputs, dim=1)
+
+    def _check_rollout_inputs(self, context_latents, context_actions, future_actions):
+        c = self.config
+        self._check("context_latents", context_latents,
+                    (None, None, c.num_patches, c.latent_dim))
+        batch, num_ctx = context_latents.shape[:2]
+        if num_ctx < 1:
+            raise ValueError("context_latents must hold at least one frame")
+        self._check("context_actions", context_actions, (batch, num_ctx - 1, c.action_dim))
+        self._check("future_actions", future_actions, (batch, None, c.action_dim))
+        if future_actions.shape[1] < 1:
+            raise ValueError("future_actions must hold at least one step")
+        return batch, num_ctx
+
+    # ------------------------------------------------------------------ shared-context scoring
+    def score_candidates(self, context_latents: torch.Tensor, context_actions: torch.Tensor,
+                         candidate_actions: torch.Tensor, chunk_size: int | None = None,
+                         autocast: torch.dtype | None = None) -> torch.Tensor:
+        """Roll out N candidate action sequences from one shared context.
+
+        ``context_latents`` (C, P, Dl), ``context_actions`` (C-1, A), ``candidate_actions``
+        (N, T, A). Returns (N, T, P, Dl), equal to ``rollout`` on the context repeated N times.
+
+        The context slots 0..C-2 (whose actions are shared) are run once with batch 1 and their
+        per-block keys/values reused by every candidate; each candidate then runs only slot C-1
+        (the last context frame, conditioned on its own first action) and its predicted slots,
+        with a key/value cache. Candidates are processed ``chunk_size`` at a time (default: a
+        size that keeps the cache around 1 GiB). If C + T - 1 exceeds ``num_slots`` the window
+        would slide and nothing can be cached: falls back to chunked ``rollout``.
+        """
+        c = self.config
+        self._check("context_latents", context_latents, (None, c.num_patches, c.latent_dim))
+        self._check("candidate_actions", candidate_actions, (None, None, c.action_dim))
+        n, horizon = candidate_actions.shape[:2]
+        num_ctx = context_latents.shape[0]
+        self._check_rollout_inputs(context_latents[None], context_actions[None],
+                                   candidate_actions[:1])
+        if chunk_size is None:
+            itemsize = (autocast or next(self.parameters()).dtype).itemsize
+            chunk_size = self.default_chunk_size(num_ctx, horizon, itemsize)
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        out_dtype = context_latents.dtype
+        if num_ctx + horizon - 1 > c.num_slots:
+            return torch.cat([
+                self.rollout(context_latents.expand(len(chunk), -1, -1, -1),
+                             context_actions.expand(len(chunk), -1, -1), chunk, autocast)
+                for chunk in candidate_actions.split(chunk_size)])
+        context_latents = context_latents.to(self.pos_embed.dtype)
+        with self._autocast(autocast, context_latents.device):
+            shared = self._encode_shared_context(context_latents[:-1], context_actions)
+            outputs = [self._rollout_from_cache(shared, context_latents[-1], chunk)
+                       for chunk in candidate_actions.split(chunk_size)]
+        return torch.cat(outputs).to(out_dtype)
+
+    def default_chunk_size(self, num_context: int, horizon: int, itemsize: int = 4,
+                           budget_bytes: int = 1 << 30) -> int:
+        """Candidates per chunk so that ``score_candidates``' key/value buffers
+        (2 x depth x (C-1 + T-1) slots x P x D per candidate) fit ``budget_bytes``."""
+        c = self.config
+        slots = max(num_context + horizon - 2, 1)
+        per_candidate = 2 * c.depth * slots * c.num_patches * c.dim * itemsize
+        return max(1, budget_bytes // per_candidate)
+
+    def _encode_shared_context(self, latents: torch.Tensor, actions: torch.Tensor) -> KVList:
+        """Run context slots 0..C-2 once (batch 1); return their per-block keys/values."""
+        cache: KVList = []
+        if latents.shape[0] > 0:
+            self._run_slots(latents[None], self._normalize(actions)[None],
+                            cache)
+        return cache
+
+    def _rollout_from_cache(self, shared: KVList, last_context: torch.Tensor,
+                            actions: torch.Tensor) -> torch.Tensor:
+        """Candidates ``actions`` (n, T, A) continue from the cached shared context.
+
+        Per block, one key/value buffer (n, H, L_shared + (T-1) P, Dh) is filled with the
+        shared context once and then with each candidate's own slots as they are computed."""
+        n, horizon = actions.shape[:2]
+        per_slot = self.config.num_patches
+        shared_len = shared[0][0].shape[2] if shared else 0
+        first_slot = shared_len // per_slot
+        total_len = shared_len + (horizon - 1) * per_slot
+        buffers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.blocks)
+        actions = self._normalize(actions)
+        frame = last_context.expand(n, -1, -1)
+        outputs = []
+        for step in range(horizon):
+            act = actions[:, step]
+            x = self.input_proj(frame) + self.pos_embed[first_slot + step]
+            known = shared_len + step * per_slot  # keys/values visible to this slot
+            for i, block in enumerate(self.blocks):
+                mod = block.modulation(act)  # each (n, 1, D)
+                x = block.self_attention(x, mod)
+                q, k, v = block.query_and_keys(x, mod)
+                if buffers[i] is None and total_len > 0:
+                    kbuf = k.new_empty(n, k.shape[1], total_len, k.shape[3])
+                    vbuf = torch.empty_like(kbuf)
+                    if shared_len:
+                        kbuf[:, :, :shared_len] = shared[i][0]
+                        vbuf[:, :, :shared_len] = shared[i][1]
+                    buffers[i] = (kbuf, vbuf)
+                if known:
+                    kbuf, vbuf = buffers[i]
+                    attn = F.scaled_dot_product_attention(q, kbuf[:, :, :known],
+                                                          vbuf[:, :, :known])
+                    x = block.cross_update(x, attn, mod)
+                if step < horizon - 1:  # the last step's keys/values are never read
+                    kbuf, vbuf = buffers[i]
+                    kbuf[:, :, known:known + per_slot] = k
+                    vbuf[:, :, known:known + per_slot] = v
+                x = block.mlp_update(x, mod)
+            frame = self.output_proj(self.final(x, act))
+            outputs.append(frame)
+        return torch.stack(outputs, dim=1)

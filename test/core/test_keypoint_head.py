@@ -1,0 +1,91 @@
+import math
+
+import pytest
+import torch
+
+from dexwm_ros.core.keypoint_head import KeypointHead, gaussian_heatmaps, heatmap_loss, pck
+
+
+def small_head(seed=0) -> KeypointHead:
+    torch.manual_seed(seed)
+    return KeypointHead(latent_dim=16, dim=32, depth=1, heads=4).eval()
+
+
+def test_heatmap_shape_and_patch_layout():
+    head = small_head()
+    latents = torch.randn(2, 448, 16)
+    maps = head(latents)
+    assert maps.shape == (2, 12, 224, 392)
+    logits = head.patch_logits(latents)  # (B, 16, 28, 12, 14, 14)
+    # patch (row 3, col 5), map 7, pixel (2, 9) inside the patch -> image row 44, column 79
+    assert maps[1, 7, 3 * 14 + 2, 5 * 14 + 9] == logits[1, 3, 5, 7, 2, 9]
+
+
+def test_keypoint_pixels_is_chunked_argmax_of_heatmaps():
+    head = small_head()
+    latents = torch.randn(5, 448, 16)
+    maps = head(latents)
+    flat = maps.flatten(2).argmax(-1)
+    expected = torch.stack([flat % 392, flat // 392], dim=-1).float()
+    for chunk in (1, 2, 32):
+        torch.testing.assert_close(head.keypoint_pixels(latents, chunk_size=chunk), expected)
+
+
+def test_gaussian_heatmaps():
+    pixels = torch.tensor([[[10.0, 20.0], [100.0, 50.0]]])
+    visible = torch.tensor([[True, False]])
+    maps = gaussian_heatmaps(pixels, visible)
+    assert maps.shape == (1, 2, 224, 392)
+    assert maps[0, 0, 20, 10] == 1.0 and maps[0, 0].max() == 1.0  # row v=20, column u=10
+    assert maps[0, 0, 20, 12].item() == pytest.approx(math.exp(-0.5))  # 2 px = 1 sigma
+    assert maps[0, 0, 22, 12].item() == pytest.approx(math.exp(-1.0))
+    assert torch.count_nonzero(maps[0, 1]) == 0
+
+
+def test_heatmap_loss_counts_only_visible_maps():
+    target = gaussian_heatmaps(torch.rand(2, 12, 2) * 200, torch.ones(2, 12, dtype=torch.bool))
+    visible = torch.ones(2, 12, dtype=torch.bool)
+    visible[0, 3] = False
+    assert heatmap_loss(target, target, visible) == 0
+    pred = target.clone()
+    pred[0, 3] += 5.0  # invisible map: ignored
+    assert heatmap_loss(pred, target, visible) == 0
+    pred[1, 0] += 0.5  # one visible map off by 0.5 everywhere
+    assert heatmap_loss(pred, target, visible).item() == pytest.approx(0.25 / 23)
+    assert heatmap_loss(pred, target, torch.zeros(2, 12, dtype=torch.bool)) == 0
+
+
+def test_pck_counts_visible_keypoints_only():
+    gt = torch.zeros(1, 4, 2)
+    pred = torch.tensor([[[3.0, 4.0], [20.0, 0.0], [20.1, 0.0], [100.0, 0.0]]])
+    visible = torch.tensor([[True, True, True, False]])
+    assert pck(pred, gt, visible, 20) == pytest.approx(2 / 3)  # 5 px and exactly 20 px hit
+    assert pck(pred, gt, visible, 10) == pytest.approx(1 / 3)
+    assert pck(pred, gt, torch.ones(1, 4, dtype=torch.bool), 20) == pytest.approx(0.5)
+    assert math.isnan(pck(pred, gt, torch.zeros(1, 4, dtype=torch.bool), 20))
+
+
+def test_bad_shapes_are_reported():
+    head = small_head()
+    with pytest.raises(ValueError, match="latents"):
+        head(torch.randn(1, 447, 16))
+    with pytest.raises(ValueError, match="gaussian_heatmaps"):
+        gaussian_heatmaps(torch.zeros(1, 2, 3), torch.ones(1, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="pck"):
+        pck(torch.zeros(1, 2, 2), torch.zeros(1, 3, 2), torch.ones(1, 2), 20)
+
+
+def test_head_trains():
+    head = KeypointHead(latent_dim=16, dim=32, depth=1, heads=4)
+    latents = torch.randn(2, 448, 16)
+    target = gaussian_heatmaps(torch.rand(2, 12, 2) * 200, torch.ones(2, 12, dtype=torch.bool))
+    visible = torch.ones(2, 12, dtype=torch.bool)
+    opt = torch.optim.Adam(head.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(5):
+        loss = heatmap_loss(head(latents), target, visible)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
