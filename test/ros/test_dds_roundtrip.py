@@ -1,15 +1,14 @@
 """Two processes exchange a full-size Latent and a PlanToGoal cycle over real DDS."""
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
+from dds_peer import DIM, GRID, latent_values
 from rclpy.action import ActionClient
-from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
+from ros_testing import spin_until
 from sensor_msgs.msg import Image
 
 from dexwm_ros.action import PlanToGoal
@@ -29,25 +28,11 @@ def peer():
 
 
 @pytest.fixture(scope="module")
-def node():
-    rclpy.init()
-    node = Node("dds_roundtrip_test")
-    yield node
-    node.destroy_node()
-    rclpy.shutdown()
-
-
-def spin_until(node, predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not predicate():
-        rclpy.spin_once(node, timeout_sec=0.05)
-    return predicate()
+def node(ros_node):
+    return ros_node
 
 
 def test_latent_crosses_processes(peer, node):
-    sys.path.insert(0, str(PEER.parent))
-    from dds_peer import DIM, GRID, latent_values
-
     received = []
     qos = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
                      durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)

@@ -7,8 +7,8 @@ import time
 import pytest
 import rclpy
 from rclpy.action import ActionClient
-from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+from ros_testing import spin_until
 from sensor_msgs.msg import Image
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import Marker, MarkerArray
@@ -46,9 +46,8 @@ def graph(model_dir):
 
 
 @pytest.fixture(scope="module")
-def node(graph):
-    rclpy.init()
-    node = Node("graph_test")
+def node(graph, ros_node):
+    node = ros_node
     node.commands, node.markers, node.latents = [], [], []
     node.create_subscription(JointTrajectory, "joint_command", node.commands.append, RELIABLE)
     node.create_subscription(MarkerArray, "predicted_keypoints", node.markers.append, RELIABLE)
@@ -63,16 +62,7 @@ def node(graph):
         return node.client.server_is_ready() and node.reset.service_is_ready() and node.latents
 
     assert spin_until(node, up, 180), "the graph did not come up"
-    yield node
-    node.destroy_node()
-    rclpy.shutdown()
-
-
-def spin_until(node, predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not predicate():
-        rclpy.spin_once(node, timeout_sec=0.05)
-    return predicate()
+    return node
 
 
 def goal_image(node):

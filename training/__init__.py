@@ -1,0 +1,1 @@
+"""DexWM training: datasets (EgoDex, DROID, simulator), latent cache, trainers, evaluation."""
