@@ -6,12 +6,8 @@ import time
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from dexwm_ros.core.kinematics import RobotKinematics  # noqa: E402
-from dexwm_ros.sim.exploration import (  # noqa: E402
-    MODES,
-    episode_path,
-    generate_episode,
-    write_episode,
-)
+from dexwm_ros.sim.episode_format import episode_path, write_episode  # noqa: E402
+from dexwm_ros.sim.exploration import MODES, generate_episode  # noqa: E402
 from dexwm_ros.sim.tasks import make_task  # noqa: E402
 
 STEPS = 40

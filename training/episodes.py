@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from dexwm_ros.core.actions import droid_gripper_keypoints
+from dexwm_ros.sim.episode_format import check_episode
 from training.video import CropGeometry, read_frames, resize_center_crop, video_info
 
 HANDS = ("left", "right")
@@ -257,22 +258,12 @@ class SimEpisode(Episode):
     ``hand_keypoints_camera`` (T, 21, 3) right hand in the camera frame, ``camera_to_world``
     (T, 4, 4), ``camera_intrinsics`` (3, 3)). Only the right hand is present."""
 
-    FORMAT = "dexwm_exploration"
-
     def __init__(self, path: str | Path, name: str | None = None):
         self.path = Path(path)
         self.name = name or str(self.path.with_suffix(""))
         self.hands = (False, True)
         with h5py.File(self.path, "r") as f:
-            fmt = f.attrs.get("format")
-            fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-            if fmt != self.FORMAT:
-                raise ValueError(f"{self.path}: format attribute is {fmt!r}, not {self.FORMAT!r}")
-            if int(f.attrs.get("version", -1)) != 1:
-                raise ValueError(f"{self.path}: unsupported version {f.attrs.get('version')}")
-            for key in ("images", "hand_keypoints_camera", "camera_to_world", "camera_intrinsics"):
-                if key not in f:
-                    raise ValueError(f"{self.path}: missing dataset '{key}'")
+            check_episode(f, self.path)
             self.fps = float(f.attrs["control_hz"])
             self.num_frames = int(f["images"].shape[0])
             height, width = f["images"].shape[1:3]

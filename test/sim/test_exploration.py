@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from dexwm_ros.core.kinematics import JOINT_NAMES
-from dexwm_ros.sim.exploration import episode_path, main, read_episode, write_episode
+from dexwm_ros.sim.episode_format import episode_path, read_episode, write_episode
+from dexwm_ros.sim.exploration import main
 
 
 def fake_episode(steps=4, objects=("a", "b")):

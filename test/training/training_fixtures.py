@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from dexwm_ros.sim.episode_format import write_episode
 from training.episodes import egodex_joint_names, egodex_metacarpal_names
 from training.video import write_video
 
@@ -126,18 +127,12 @@ def write_sim(path: Path, num: int = 30, control_hz: float = 10.0, height: int =
     k = np.array([[200.0, 0, width / 2], [0, 200.0, height / 2], [0, 0, 1]])
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 255, (num, height, width, 3), dtype=np.uint8)
-    with h5py.File(path, "w") as f:
-        f.attrs["format"] = "dexwm_exploration"
-        f.attrs["version"] = 1
-        f.attrs["control_hz"] = control_hz
-        f.attrs["joint_names"] = [f"joint_{i}" for i in range(23)]
-        f["images"] = images
-        f["joint_positions"] = rng.normal(size=(num, 23)).astype(np.float32)
-        f["hand_keypoints_camera"] = right.astype(np.float32)
-        f["camera_to_world"] = poses.astype(np.float32)
-        f["camera_intrinsics"] = k.astype(np.float32)
-        f["object_poses"] = np.zeros((num, 1, 7), dtype=np.float32)
-        f["timestamps"] = (np.arange(num) / control_hz).astype(np.float64)
+    write_episode(path, images=images, joint_positions=rng.normal(size=(num, 23)),
+                  hand_keypoints_camera=right, camera_to_world=poses, camera_intrinsics=k,
+                  object_poses=np.zeros((num, 1, 7)), timestamps=np.arange(num) / control_hz,
+                  mode="random_targets", seed=seed, control_hz=control_hz,
+                  joint_names=[f"joint_{i}" for i in range(23)], object_names=["box"],
+                  overwrite=True)
     return {"poses": poses.astype(np.float32).astype(np.float64),
             "right_camera": right.astype(np.float32).astype(np.float64), "intrinsics": k,
             "images": images}
