@@ -84,7 +84,11 @@ class Episode:
         raise NotImplementedError
 
     def keypoint_valid(self, indices) -> np.ndarray:
-        raise NotImplementedError
+        """(N, 42) visibility; by default every keypoint of a present hand is valid."""
+        idx = _index_array(indices, self.num_frames, self.name)
+        valid = np.zeros((idx.size, 42), dtype=bool)
+        valid[:, :21], valid[:, 21:] = self.hands
+        return valid
 
     def camera_to_world(self, indices) -> np.ndarray:
         raise NotImplementedError
@@ -234,12 +238,6 @@ class DroidEpisode(Episode):
         out[:, 21:] = right.numpy()
         return out
 
-    def keypoint_valid(self, indices) -> np.ndarray:
-        idx = _index_array(indices, self.num_frames, self.name)
-        valid = np.zeros((idx.size, 42), dtype=bool)
-        valid[:, 21:] = True
-        return valid
-
     def camera_to_world(self, indices) -> np.ndarray:
         idx = _index_array(indices, self.num_frames, self.name)
         if self._extrinsics_key is None:
@@ -285,12 +283,6 @@ class SimEpisode(Episode):
         out = np.zeros((idx.size, 42, 3))
         out[:, 21:] = np.einsum("nij,nkj->nki", pose[:, :3, :3], camera) + pose[:, None, :3, 3]
         return out
-
-    def keypoint_valid(self, indices) -> np.ndarray:
-        idx = _index_array(indices, self.num_frames, self.name)
-        valid = np.zeros((idx.size, 42), dtype=bool)
-        valid[:, 21:] = True
-        return valid
 
     def camera_to_world(self, indices) -> np.ndarray:
         idx = _index_array(indices, self.num_frames, self.name)

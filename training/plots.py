@@ -25,11 +25,7 @@ def plot_losses(metrics_csv: str | Path, output: str | Path) -> Path:
     axis.set_ylabel("loss")
     axis.grid(alpha=0.3)
     axis.legend()
-    figure.tight_layout()
-    output = Path(output)
-    figure.savefig(output, dpi=100)
-    plt.close(figure)
-    return output
+    return _save(figure, output)
 
 
 def plot_open_loop(results: dict, output: str | Path) -> Path:
@@ -47,6 +43,10 @@ def plot_open_loop(results: dict, output: str | Path) -> Path:
     right.set_ylim(0, 1)
     right.grid(alpha=0.3)
     right.legend()
+    return _save(figure, output)
+
+
+def _save(figure, output: str | Path) -> Path:
     figure.tight_layout()
     output = Path(output)
     figure.savefig(output, dpi=100)
