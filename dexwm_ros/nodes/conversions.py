@@ -31,8 +31,8 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     if msg.encoding == "mono8":
         return np.repeat(pixels, 3, axis=2)
     if msg.encoding.startswith("bgr"):
-        return np.ascontiguousarray(pixels[:, :, 2::-1])
-    return np.ascontiguousarray(pixels[:, :, :3])
+        return pixels[:, :, 2::-1].copy()
+    return pixels[:, :, :3].copy()  # a writable array that owns its memory
 
 
 def rgb_to_image(rgb: np.ndarray, stamp: Time | None = None, frame_id: str = "") -> Image:

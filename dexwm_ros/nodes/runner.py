@@ -31,6 +31,10 @@ def run_node(node_class, args=None, threads: int = 1) -> int:
             executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # A callback interrupted by shutdown (SIGINT/SIGTERM) is not an error.
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
