@@ -9,7 +9,6 @@ it is rewritten atomically after each shard, so an interrupted build resumes whe
 from __future__ import annotations
 
 import json
-import os
 import zlib
 from dataclasses import asdict
 from pathlib import Path
@@ -17,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
+from dexwm_ros.core.checkpoint import save_json, save_tensors
 from training.augment import AugmentConfig, apply_augmentation, sample_params
 from training.video import IMAGE_SIZE
 
@@ -41,12 +40,6 @@ def encoder_description(encoder) -> dict:
     if preprocessing is not None:
         description["preprocessing"] = json.loads(json.dumps(preprocessing))
     return description
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def variant_params(episode_name: str, variant: int, augment: AugmentConfig):
@@ -161,16 +154,14 @@ def build_latent_cache(entries, encoder, directory: str | Path, variants: int = 
                 tensors[f"{key}/v{variant}"] = latents
             placed[entry.episode.name] = {"shard": shard, "key": key, "step": entry.step,
                                           "num_grid": entry.num_grid}
-        tmp = directory / f".{shard}.tmp{os.getpid()}"
-        save_file(tensors, str(tmp), metadata={"format": CACHE_FORMAT})
-        os.replace(tmp, directory / shard)
+        save_tensors(directory / shard, tensors, metadata={"format": CACHE_FORMAT})
         index["episodes"].update(placed)
-        _write_json_atomic(index_path, index)
+        save_json(index_path, index)
         shard_number += 1
     if bar is not None:
         bar.close()
     if not index_path.exists():
-        _write_json_atomic(index_path, index)
+        save_json(index_path, index)
     return LatentCache(directory, expected_encoder=settings["encoder"])
 
 

@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dexwm_ros.core.actions import ActionNormalizer
+from dexwm_ros.core.checkpoint import save_json
 from dexwm_ros.core.encoder import build_encoder
 from dexwm_ros.core.keypoint_head import KeypointHead, gaussian_heatmaps, heatmap_loss
 from dexwm_ros.core.predictor import CDiTPredictor, PredictorConfig
@@ -297,8 +298,7 @@ class Trainer:
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            _write_atomic(self.checkpoints / "latest.json", json.dumps({"step": self.step,
-                                                                      "path": final.name}))
+            save_json(self.checkpoints / "latest.json", {"step": self.step, "path": final.name})
             kept = sorted(p for p in self.checkpoints.glob("step_*") if p.is_dir())
             for old in kept[: -self.config.keep_checkpoints]:
                 shutil.rmtree(old)
@@ -505,9 +505,3 @@ def _tupled(value):
     if isinstance(value, list):
         return tuple(_tupled(v) for v in value)
     return value
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
