@@ -28,13 +28,12 @@ from dexwm_ros.action import PlanToGoal
 from dexwm_ros.core.kinematics import JOINT_NAMES, RobotKinematics, head_camera
 from dexwm_ros.core.planner import CEMConfig, CEMPlanner
 from dexwm_ros.core.planning_cost import CostWeights, OrientationCost
-from dexwm_ros.nodes.conversions import image_to_rgb, seconds_to_duration
+from dexwm_ros.nodes.conversions import TASK_CODES, image_to_rgb, seconds_to_duration
 from dexwm_ros.nodes.params import declare, declare_torch_threads
 from dexwm_ros.nodes.runner import run_node
 from dexwm_ros.srv import EncodeImage, ScoreActions, SetGoal, SnapshotContext
 
-TASKS = {PlanToGoal.Goal.TASK_REACH: "reach", PlanToGoal.Goal.TASK_GRASP: "grasp",
-         PlanToGoal.Goal.TASK_PLACE: "place"}
+TASKS = {code: name for name, code in TASK_CODES.items()}
 RESULT = PlanToGoal.Result
 #: Bones of the 21-keypoint hand drawn in rviz: wrist to each knuckle, then along each finger.
 HAND_BONES = [(0, 1 + 4 * f) for f in range(5)] + [

@@ -6,8 +6,12 @@ import torch
 from builtin_interfaces.msg import Duration, Time
 from sensor_msgs.msg import Image
 
+from dexwm_ros.action import PlanToGoal
 from dexwm_ros.msg import Latent
 
+#: PlanToGoal task codes by task name.
+TASK_CODES = {"reach": PlanToGoal.Goal.TASK_REACH, "grasp": PlanToGoal.Goal.TASK_GRASP,
+              "place": PlanToGoal.Goal.TASK_PLACE}
 #: Channels of each accepted image encoding.
 IMAGE_ENCODINGS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 
@@ -71,7 +75,24 @@ def msg_to_latent(msg: Latent) -> torch.Tensor:
     return torch.from_numpy(data.reshape(tokens, msg.dim).copy())
 
 
-def time_to_seconds(stamp: Time) -> float:
+def ordered_positions(names, positions, order) -> np.ndarray:
+    """``positions`` given for joint ``names``, rearranged into ``order``.
+
+    Raises ``ValueError`` if a joint of ``order`` is missing, the lengths differ or a value is
+    not finite."""
+    if len(positions) != len(names):
+        raise ValueError(f"{len(names)} joint names but {len(positions)} positions")
+    index = {name: i for i, name in enumerate(names)}
+    missing = [name for name in order if name not in index]
+    if missing:
+        raise ValueError(f"{len(missing)} of {len(order)} joints missing, e.g. {missing[:3]}")
+    values = np.array([positions[index[name]] for name in order], dtype=float)
+    if not np.isfinite(values).all():
+        raise ValueError("joint positions contain NaN or infinite values")
+    return values
+
+
+def time_to_seconds(stamp: Time | Duration) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 

@@ -17,11 +17,10 @@ from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 
 from dexwm_ros.action import PlanToGoal
 from dexwm_ros.msg import TaskStatus
+from dexwm_ros.nodes.conversions import TASK_CODES, time_to_seconds
 from dexwm_ros.nodes.params import declare
 from dexwm_ros.srv import ResetTask
 
-TASK_CODES = {"reach": PlanToGoal.Goal.TASK_REACH, "grasp": PlanToGoal.Goal.TASK_GRASP,
-              "place": PlanToGoal.Goal.TASK_PLACE}
 ERROR_NAMES = {getattr(PlanToGoal.Result, n): n for n in dir(PlanToGoal.Result)
                if n.startswith("ERROR_")}
 
@@ -101,7 +100,7 @@ class GraspTask(Node):
             f = message.feedback
             self.say(f"MPC step {f.mpc_step} iteration {f.cem_iteration}: best cost "
                      f"{f.best_cost:.4f}, elite mean {f.elite_mean_cost:.4f}, "
-                     f"{f.elapsed.sec + f.elapsed.nanosec * 1e-9:.1f} s")
+                     f"{time_to_seconds(f.elapsed):.1f} s")
 
         handle = self.wait(self.action.send_goal_async(goal, feedback_callback=on_feedback),
                            deadline)

@@ -17,7 +17,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from dexwm_ros.core.kinematics import HEAD_CAMERA_FRAME
 from dexwm_ros.msg import TaskStatus
-from dexwm_ros.nodes.conversions import rgb_to_image
+from dexwm_ros.nodes.conversions import ordered_positions, rgb_to_image
 from dexwm_ros.nodes.params import declare
 from dexwm_ros.nodes.runner import run_node
 from dexwm_ros.sim import make_task
@@ -52,23 +52,14 @@ class SimNode(Node):
         self.get_logger().info(f"sim: task {task}, seed {seed}, {self.control_hz} Hz")
 
     def on_command(self, msg: JointTrajectory) -> None:
-        names = list(self.task.joint_names)
         if not msg.points:
             self.get_logger().error("joint_command has no points", throttle_duration_sec=5.0)
             return
-        index = {name: i for i, name in enumerate(msg.joint_names)}
-        missing = [n for n in names if n not in index]
-        positions = msg.points[0].positions
-        if missing or len(positions) != len(msg.joint_names):
-            self.get_logger().error(f"joint_command must name all {len(names)} joints with one "
-                                    f"position each (missing {missing[:3]})",
-                                    throttle_duration_sec=5.0)
-            return
-        target = np.array([positions[index[n]] for n in names])
-        if not np.isfinite(target).all():
-            self.get_logger().error("joint_command contains NaN", throttle_duration_sec=5.0)
-            return
-        self.target = target
+        try:
+            self.target = ordered_positions(msg.joint_names, msg.points[0].positions,
+                                            self.task.joint_names)
+        except ValueError as error:
+            self.get_logger().error(f"ignoring joint_command: {error}", throttle_duration_sec=5.0)
 
     def on_tick(self) -> None:
         self.task.step(self.target)

@@ -69,3 +69,16 @@ def test_latent_round_trip_and_errors():
 def test_duration():
     duration = seconds_to_duration(2.25)
     assert (duration.sec, duration.nanosec) == (2, 250_000_000)
+
+
+def test_ordered_positions():
+    from dexwm_ros.nodes.conversions import ordered_positions
+
+    np.testing.assert_array_equal(ordered_positions(["b", "a", "c"], [2.0, 1.0, 3.0], ["a", "b"]),
+                                  [1.0, 2.0])
+    with pytest.raises(ValueError, match="missing"):
+        ordered_positions(["a"], [1.0], ["a", "b"])
+    with pytest.raises(ValueError, match="2 joint names but 1"):
+        ordered_positions(["a", "b"], [1.0], ["a"])
+    with pytest.raises(ValueError, match="NaN"):
+        ordered_positions(["a"], [float("nan")], ["a"])
