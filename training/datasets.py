@@ -1,4 +1,4 @@
-"""Training clips from EgoDex, DROID and simulator episodes.
+"""Training clips from EgoDex, DROID, simulator episodes and the released RoboCasa data.
 
 A clip is ``num_context + 1`` frames (8 context + target, appendix C.1) with:
 
@@ -26,12 +26,13 @@ from torch.utils.data import Dataset
 from dexwm_ros.core.actions import WRIST_AND_TIPS, build_actions
 from training.augment import AugmentConfig, apply_augmentation, sample_params
 from training.episodes import DroidEpisode, EgoDexEpisode, Episode, SimEpisode
+from training.robocasa_data import robocasa_episodes
 from training.sampling import ClipSampling, grid_step, sample_clip
 from training.video import IMAGE_SIZE
 
 #: Rows of the 42 hand keypoints that get heatmaps: left wrist + tips, right wrist + tips.
 HEATMAP_ROWS = tuple(WRIST_AND_TIPS) + tuple(21 + i for i in WRIST_AND_TIPS)
-DATASET_KINDS = ("egodex", "droid", "sim")
+DATASET_KINDS = ("egodex", "droid", "sim", "robocasa")
 
 
 @dataclass
@@ -73,6 +74,8 @@ def discover_episodes(spec: DatasetSpec) -> list[Episode]:
             p.parent for p in root.rglob("trajectory.h5"))
         episodes = [DroidEpisode(d, camera=spec.camera, name=f"droid/{rel(d)}/{spec.camera}",
                                  intrinsics=spec.intrinsics) for d in dirs]
+    elif spec.kind == "robocasa":
+        episodes = robocasa_episodes(root)
     else:
         files = [root] if root.is_file() else sorted(
             list(root.rglob("*.hdf5")) + list(root.rglob("*.h5")))

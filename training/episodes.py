@@ -171,7 +171,9 @@ class DroidEpisode(Episode):
     the metadata; they come from ``<camera>_cam_intrinsics`` in the metadata if present, else
     ``intrinsics`` ([fx, fy, cx, cy] or 3x3 at the video's native resolution). Step ``i`` is
     video frame ``round(i * video_fps / control_hz)``. The gripper becomes the right hand via
-    ``droid_gripper_keypoints`` (DESIGN section 3); the left hand is absent.
+    ``droid_gripper_keypoints`` (paper appendix C.2); the left hand is absent. The dummy points
+    are no hand seen in the image, so DexWM supervises no keypoints on DROID: every keypoint is
+    invalid for the hand-consistency loss and for PCK (``keypoint_valid`` is all False).
     """
 
     control_hz = 15.0
@@ -233,10 +235,14 @@ class DroidEpisode(Episode):
 
     def keypoints(self, indices) -> np.ndarray:
         ee, closed = self.gripper_state(indices)
-        right = droid_gripper_keypoints(torch.from_numpy(ee), torch.from_numpy(closed))
+        right = droid_gripper_keypoints(torch.from_numpy(ee[:, :3, 3]), torch.from_numpy(closed))
         out = np.zeros((len(ee), 42, 3))
         out[:, 21:] = right.numpy()
         return out
+
+    def keypoint_valid(self, indices) -> np.ndarray:
+        idx = _index_array(indices, self.num_frames, self.name)
+        return np.zeros((idx.size, 42), dtype=bool)
 
     def camera_to_world(self, indices) -> np.ndarray:
         idx = _index_array(indices, self.num_frames, self.name)

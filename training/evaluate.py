@@ -1,5 +1,9 @@
 """Open-loop evaluation (paper section 4.2): one context frame, then 20 autoregressive
-predictions at 5 Hz (4 s) driven by ground-truth actions. At each 0.2 s step: latent L2 (the
+predictions at 5 Hz (4 s) driven by ground-truth actions. The predictor sees at most
+``num_slots`` frames; once the rollout is longer, its window slides past the first frame and
+every step's actions are re-expressed in the camera of the window's first frame, the frame
+training expresses them in (``build_actions``; this matters for a moving camera such as
+EgoDex's). At each 0.2 s step: latent L2 (the
 per-element MSE of eq. 4) and PCK@10 / PCK@20 of the keypoint head on the predicted latents
 against the projected ground truth, counting visible keypoints only. Rollout start frames are
 drawn from a seeded generator. Results go to JSON plus a PNG plot.
@@ -43,6 +47,28 @@ def rollout_starts(episodes, config: EvalConfig) -> list[tuple[int, np.ndarray]]
     return rollouts
 
 
+def window_actions(keypoints: np.ndarray, camera_to_world: np.ndarray,
+                   hands: tuple[bool, bool], num_slots: int) -> list[np.ndarray]:
+    """For each prediction step ``t`` (frame ``t`` -> ``t + 1``) the actions ``(n, 132)`` of
+    its window, frames ``max(0, t + 1 - num_slots) .. t + 1``, in the window's first camera."""
+    steps = len(keypoints) - 1
+    firsts = [max(0, t + 1 - num_slots) for t in range(steps)]
+    return [clip_actions(keypoints[first : t + 2], camera_to_world[first : t + 2], hands)
+            for t, first in enumerate(firsts)]
+
+
+def sliding_rollout(predictor, first_latent: torch.Tensor,
+                    step_actions: list[torch.Tensor]) -> torch.Tensor:
+    """Autoregressive rollout from ``first_latent`` (B, P, D); ``step_actions[t]`` (B, n, A)
+    are step ``t``'s window actions (``window_actions``), its window the last ``n`` frames.
+    Returns the predictions (B, T, P, D)."""
+    frames = [first_latent]
+    for actions in step_actions:
+        window = torch.stack(frames[-actions.shape[1]:], dim=1)
+        frames.append(predictor(window, actions)[:, -1].to(first_latent.dtype))
+    return torch.stack(frames[1:], dim=1)
+
+
 @torch.no_grad()
 def open_loop_evaluation(world_model: WorldModel, encoder, episodes, config: EvalConfig,
                          device="cpu") -> dict:
@@ -51,6 +77,7 @@ def open_loop_evaluation(world_model: WorldModel, encoder, episodes, config: Eva
     head = world_model.keypoint_head.to(device).eval()
     rollouts = rollout_starts(episodes, config)
     steps = config.predictions
+    num_slots = predictor.config.num_slots
     squared = torch.zeros(steps, dtype=torch.float64)
     correct = {t: torch.zeros(steps, dtype=torch.float64) for t in PCK_THRESHOLDS}
     visible_count = torch.zeros(steps, dtype=torch.float64)
@@ -64,14 +91,15 @@ def open_loop_evaluation(world_model: WorldModel, encoder, episodes, config: Eva
             keypoints = episode.keypoints(source)
             poses = episode.camera_to_world(source)
             valid = episode.keypoint_valid(source)
-            actions.append(torch.from_numpy(clip_actions(keypoints, poses, episode.hands)))
+            actions.append(window_actions(keypoints, poses, episode.hands, num_slots))
             px, vis = project_keypoints(keypoints[:, HEATMAP_ROWS], poses, episode.intrinsics,
                                         valid[:, HEATMAP_ROWS])
             pixels.append(torch.from_numpy(px))
             visible.append(torch.from_numpy(vis))
         latents = torch.stack(latents)
-        actions = torch.stack(actions).float().to(device)
-        predicted = predictor.rollout(latents[:, :1], actions[:, :0], actions)
+        step_actions = [torch.from_numpy(np.stack(per_step)).float().to(device)
+                        for per_step in zip(*actions, strict=True)]
+        predicted = sliding_rollout(predictor, latents[:, 0], step_actions)
         squared += ((predicted - latents[:, 1:]) ** 2).mean(dim=(2, 3)).sum(0).double().cpu()
         predicted_px = head.keypoint_pixels(predicted.flatten(0, 1)).unflatten(
             0, predicted.shape[:2]).double().cpu()

@@ -124,22 +124,23 @@ def test_build_actions_batched_and_validated():
         build_actions(torch.randn(1, 42, 3), torch.eye(4)[None])
 
 
-def test_droid_gripper_keypoints_open_closed_and_posed():
-    ee = torch.eye(4)
-    open_kp = droid_gripper_keypoints(ee, torch.tensor(0.0))
-    closed_kp = droid_gripper_keypoints(ee, torch.tensor(1.0))
-    half_kp = droid_gripper_keypoints(ee, torch.tensor(0.5))
+def test_droid_gripper_keypoints_open_closed_and_placed():
+    origin = torch.zeros(3)
+    open_kp = droid_gripper_keypoints(origin, torch.tensor(0.0))
+    closed_kp = droid_gripper_keypoints(origin, torch.tensor(1.0))
     assert open_kp.shape == (21, 3)
     torch.testing.assert_close(open_kp[0], torch.zeros(3))
     torch.testing.assert_close(open_kp[1:5, 0], torch.tensor([0.03, 0.04, 0.05, 0.06]))
     torch.testing.assert_close(closed_kp[1:5, 0], torch.tensor([0.03, 0.04, 0.035, 0.03]))
-    torch.testing.assert_close(half_kp[1:5, 0], torch.tensor([0.03, 0.04, 0.0425, 0.045]))
+    # the radii switch at a closed fraction of 0.5 (paper Figure 11: open or closed circles)
+    torch.testing.assert_close(droid_gripper_keypoints(origin, torch.tensor(0.49)), open_kp)
+    torch.testing.assert_close(droid_gripper_keypoints(origin, torch.tensor(0.5)), closed_kp)
     angle = math.radians(72)  # second ray (index finger), tip at 0.06 m
     torch.testing.assert_close(open_kp[8], torch.tensor([0.06 * math.cos(angle),
                                                          0.06 * math.sin(angle), 0.0]))
-    posed = pose(rot_z(0.5), [1.0, 2.0, 3.0])
-    moved = droid_gripper_keypoints(posed[None], torch.tensor([0.0]))[0]
-    torch.testing.assert_close(moved, open_kp @ rot_z(0.5).T + torch.tensor([1.0, 2.0, 3.0]))
+    moved = droid_gripper_keypoints(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([0.0]))[0]
+    torch.testing.assert_close(moved, open_kp + torch.tensor([1.0, 2.0, 3.0]))
+    assert torch.all(moved[:, 2] == 3.0)  # every ray lies in the horizontal plane
 
 
 def test_action_normalizer_matches_dataset_statistics():
