@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 from dexwm_ros.core.actions import ActionNormalizer
 from dexwm_ros.core.checkpoint import save_json
 from dexwm_ros.core.encoder import build_encoder
-from dexwm_ros.core.keypoint_head import KeypointHead, gaussian_heatmaps, heatmap_loss
+from dexwm_ros.core.keypoint_head import KeypointHead, gaussian_heatmaps
 from dexwm_ros.core.predictor import CDiTPredictor, PredictorConfig
 from dexwm_ros.core.world_model import WorldModel
 from training.augment import AugmentConfig
@@ -117,13 +117,19 @@ class Objective(nn.Module):
         self.loss_config = loss_config
 
     def hand_consistency(self, latents, pixels, visible) -> torch.Tensor:
-        """Heatmap loss of the keypoint head on latents ``(B, T, P, D)``."""
+        """Hand-consistency loss (paper eq. 5) of the keypoint head on latents ``(B, T, P, D)``.
+
+        Eq. 5 divides the squared heatmap error by ``12 x H x W``: the mean is over all 12 maps
+        of every frame, not over the visible ones, so a frame with one visible hand (or none:
+        DROID) weighs no more than one with both. Maps of keypoints that are not visible are
+        left out of the sum (their error counts as 0), as in the authors' implementation."""
         if self.loss_config.hc_slots == "last":
             latents, pixels, visible = latents[:, -1:], pixels[:, -1:], visible[:, -1:]
         flat_visible = visible.flatten(0, 1)
         predicted = self.keypoint_head(latents.flatten(0, 1)).float()
         target = gaussian_heatmaps(pixels.flatten(0, 1), flat_visible)
-        return heatmap_loss(predicted, target, flat_visible)
+        per_map = (predicted - target).square().mean(dim=(-2, -1))
+        return (per_map * flat_visible).sum() / per_map.numel()
 
     def forward(self, latents: torch.Tensor, actions: torch.Tensor, pixels: torch.Tensor,
                 visible: torch.Tensor, frames: torch.Tensor | None = None) -> dict:

@@ -17,10 +17,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from dexwm_ros.core.keypoint_head import KeypointHead
+from dexwm_ros.core.predictor import CDiTPredictor, PredictorConfig
 from dexwm_ros.core.world_model import WorldModel
-from training.config import config_from_dict
+from training.config import LossConfig, config_from_dict
 from training.decoder import LatentDecoder
-from training.trainer import Trainer
+from training.trainer import Objective, Trainer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -158,3 +160,48 @@ def test_kill_and_resume_reproduces_the_loss_curve(sim_root, cache_dir, tmp_path
     run_cli(config, tmp_path / "killed.yaml")
     assert json.loads(pointer.read_text())["step"] == steps
     torch.testing.assert_close(losses(run), losses(tmp_path / "reference"), rtol=1e-6, atol=0)
+
+
+class DoublingPredictor(CDiTPredictor):
+    """Hand-built dynamics: the next latent is twice the current one."""
+
+    def forward(self, latents, actions):
+        return 2 * latents
+
+
+def tiny_objective(mode: str, multistep: int = 3) -> Objective:
+    predictor = DoublingPredictor(PredictorConfig.from_preset("tiny", latent_dim=8,
+                                                              num_patches=448, num_slots=4))
+    head = KeypointHead(8, dim=16, depth=1, heads=2)
+    return Objective(mode, predictor, head, None, LossConfig(multistep=multistep))
+
+
+def test_multistep_loss_feeds_its_own_predictions_back():
+    """Constant ground-truth frames (all ones): teacher forcing predicts 2 from every true
+    frame (MSE 1); the rollout predicts 2, 4, 8 from its own outputs (MSE (1 + 9 + 49) / 3)."""
+    latents = torch.ones(2, 5, 448, 8)
+    inputs = {"latents": latents, "actions": torch.zeros(2, 4, 132),
+              "pixels": torch.zeros(2, 5, 12, 2), "visible": torch.zeros(2, 5, 12, dtype=bool)}
+    with torch.no_grad():
+        finetune = tiny_objective("finetune")(**inputs)
+        pretrain = tiny_objective("pretrain")(**inputs)
+    assert finetune["state"].item() == pytest.approx(59 / 3)
+    assert pretrain["state"].item() == pytest.approx(1.0)
+
+
+def test_hand_consistency_averages_over_all_twelve_maps():
+    """Paper eq. 5 divides by 12 x H x W: one visible keypoint contributes its map's MSE / 12,
+    and a frame without visible keypoints (DROID) contributes nothing but still counts."""
+    objective = tiny_objective("keypoint_head")
+    torch.manual_seed(0)
+    latents = torch.randn(1, 2, 448, 8)
+    pixels = torch.tensor([100.0, 50.0]).expand(1, 2, 12, 2)
+    visible = torch.zeros(1, 2, 12, dtype=torch.bool)
+    visible[0, 0, 7] = True  # one visible keypoint in frame 0, none in frame 1
+    with torch.no_grad():
+        loss = objective.hand_consistency(latents, pixels, visible)
+        predicted = objective.keypoint_head(latents[0, :1])[0, 7]
+    rows, cols = torch.meshgrid(torch.arange(224.0), torch.arange(392.0), indexing="ij")
+    target = torch.exp(-((cols - 100) ** 2 + (rows - 50) ** 2) / 8)  # sigma 2 px, peak 1
+    map_mse = ((predicted - target) ** 2).mean()
+    assert loss.item() == pytest.approx(map_mse.item() / 24, rel=1e-5)  # 2 frames x 12 maps
