@@ -3,8 +3,11 @@
 The kitchen (floor, walls and fixtures of a RoboCasa layout and style drawn from the seed)
 replaces the table arena's backdrop; the table, robot, head camera, objects, tasks and success
 criteria stay the same as the robosuite backend. Written against RoboCasa's
-``KitchenArena(layout_id, style_id, rng)``; not exercised in this repository's tests because
-RoboCasa and its kitchen assets are not installed here.
+``KitchenArena(layout_id, style_id, rng)`` (v0.2, the release for robosuite 1.5); building a
+kitchen is not exercised in this repository's tests because RoboCasa and its kitchen assets
+(about 5 GB) are not installed here. RoboCasa is not on the package index: it installs from its
+GitHub repository, and its import checks exact versions (v0.2: mujoco 3.2.6, numpy 1.23), so it
+needs an environment of its own.
 """
 from __future__ import annotations
 
@@ -13,10 +16,11 @@ import numpy as np
 from dexwm_ros.sim.scene import Scene, build_scene
 
 INSTALL_HINT = (
-    "the 'robocasa' backend needs the optional RoboCasa package and its kitchen assets: "
-    "pip install robocasa && python -m robocasa.scripts.download_kitchen_assets "
-    "&& python -m robocasa.scripts.setup_macros (see https://robocasa.ai); "
-    "or use backend='robosuite'"
+    "the 'robocasa' backend needs RoboCasa and its kitchen assets, which are not on the package "
+    "index: git clone --branch v0.2 https://github.com/robocasa/robocasa && cd robocasa && "
+    "pip install -e . && python robocasa/scripts/download_kitchen_assets.py && "
+    "python robocasa/scripts/setup_macros.py (RoboCasa checks mujoco==3.2.6 and numpy 1.23.x "
+    "at import, so install it in an environment of its own); or use backend='robosuite'"
 )
 
 
@@ -27,6 +31,8 @@ def build_robocasa_scene(objects: tuple[str, ...] | None = None, seed: int = 0,
         from robocasa.models.scenes import KitchenArena
     except ImportError as exc:
         raise RuntimeError(INSTALL_HINT) from exc
+    except AssertionError as exc:  # RoboCasa's import-time version checks
+        raise RuntimeError(f"RoboCasa refused to import ({exc}); {INSTALL_HINT}") from exc
     rng = np.random.default_rng(seed)
     layout = int(rng.integers(10)) if layout_id is None else layout_id
     style = int(rng.integers(12)) if style_id is None else style_id
