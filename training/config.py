@@ -21,21 +21,25 @@ class DataConfig:
     window_s: float = 4.0
     segments: int = 10
     augment: bool = True
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader processes decoding video (on the fly) or reading the cache
+    prefetch_factor: int = 4  # batches each worker prepares ahead (with num_workers > 0)
 
 
 @dataclass
 class EncoderConfig:
     backend: str = "tiny"
     weights: str | None = None
+    dtype: str = "float32"  # float32 or bfloat16 (weights cast, forward under autocast)
+    batch_size: int = 64  # frames per encoder forward pass when encoding on the fly
 
 
 @dataclass
 class CacheConfig:
     directory: str | None = None  # None: encode frames on the fly
     variants: int = 1  # 1 = unaugmented latents only; more = augmented copies per episode
-    dtype: str = "bfloat16"
+    dtype: str = "bfloat16"  # storage: float32, bfloat16, float16 or int8 (about half of bf16)
     batch_size: int = 16
+    episodes_per_shard: int = 32  # unit of work of a sharded build, and of its resumption
 
 
 @dataclass
@@ -93,12 +97,19 @@ class TrainConfig:
     keep_checkpoints: int = 3
     log_every: int = 10
     progress: bool = True
+    collective_timeout_s: float = 1800.0  # torch.distributed timeout; also the longest a
+    # process waits without any other process finishing a latent-cache shard
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode {self.mode!r} not in {MODES}")
         if self.precision not in ("bf16", "fp32"):
             raise ValueError(f"precision {self.precision!r} must be 'bf16' or 'fp32'")
+        if self.encoder.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"encoder.dtype {self.encoder.dtype!r} must be 'float32' or "
+                             f"'bfloat16'")
+        if self.collective_timeout_s <= 0:
+            raise ValueError(f"collective_timeout_s must be > 0, got {self.collective_timeout_s}")
         if self.loss.hc_slots not in ("all", "last"):
             raise ValueError(f"loss.hc_slots {self.loss.hc_slots!r} must be 'all' or 'last'")
         if self.mode == "finetune" and not 1 <= self.loss.multistep <= self.data.num_context:

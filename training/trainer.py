@@ -24,6 +24,7 @@ import os
 import random
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.data import DataLoader
 
 from dexwm_ros.core.actions import ActionNormalizer
 from dexwm_ros.core.checkpoint import save_json
@@ -44,7 +44,8 @@ from training.augment import AugmentConfig
 from training.config import TrainConfig, save_config
 from training.datasets import ClipDataset, ClipDatasetConfig
 from training.decoder import LatentDecoder, LatentDecoderConfig
-from training.latent_cache import LatentCache, build_latent_cache, encoder_description
+from training.latent_cache import LatentCache, build_latent_cache
+from training.onthefly import clip_loader, encode_clip_frames
 from training.sampling import ClipSampling
 
 METRIC_FIELDS = ("step", "epoch", "lr", "loss", "state", "hc", "grad_norm", "samples_per_s")
@@ -162,7 +163,8 @@ class Trainer:
         self.rank, self.world, local_rank = distributed_context()
         if self.world > 1 and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend)
+            dist.init_process_group(backend,
+                                    timeout=timedelta(seconds=config.collective_timeout_s))
         if torch.cuda.is_available():
             self.device = torch.device("cuda", local_rank)
             torch.cuda.set_device(self.device)
@@ -178,6 +180,7 @@ class Trainer:
         np.random.seed(config.seed)
 
         self.encoder = build_encoder(config.encoder.backend, weights=config.encoder.weights,
+                                     dtype=getattr(torch, config.encoder.dtype),
                                      device=self.device)
         self.cache = self._prepare_cache()
         self.dataset = self._dataset(config.data.datasets, self.cache,
@@ -212,22 +215,17 @@ class Trainer:
         return ClipDataset(specs, dataset_config, cache=cache, frames=want_frames)
 
     def _prepare_cache(self) -> LatentCache | None:
+        """Build (or finish) the latent cache, every process encoding its share of the
+        shards; returns once the index is complete (no collective wait while encoding)."""
         c = self.config.cache
         if c.directory is None:
             return None
-        description = encoder_description(self.encoder)
-        index = Path(c.directory) / "index.json"
-        if self.rank == 0:
-            plain = self._dataset(self.config.data.datasets, None, augment=False)
-            missing = not index.exists() or any(
-                e.episode.name not in json.loads(index.read_text())["episodes"]
-                for e in plain.unique_entries)
-            if missing:
-                build_latent_cache(plain.unique_entries, self.encoder, c.directory,
-                                   variants=c.variants, dtype=getattr(torch, c.dtype),
-                                   batch_size=c.batch_size, progress=self.config.progress)
-        _barrier()
-        return LatentCache(c.directory, expected_encoder=description)
+        plain = self._dataset(self.config.data.datasets, None, augment=False)
+        return build_latent_cache(
+            plain.unique_entries, self.encoder, c.directory, variants=c.variants,
+            batch_size=c.batch_size, storage=c.dtype, episodes_per_shard=c.episodes_per_shard,
+            rank=self.rank, world=self.world, stall_timeout_s=self.config.collective_timeout_s,
+            progress=self.config.progress)
 
     def _build_objective(self) -> Objective:
         c = self.config
@@ -400,10 +398,7 @@ class Trainer:
         if "latents" in batch:
             latents = batch["latents"].to(device).float()
         else:
-            with torch.no_grad():
-                flat = frames.flatten(0, 1).to(device)
-                # clone: encode runs in inference mode, whose tensors autograd cannot save
-                latents = self.encoder.encode(flat).float().clone().unflatten(0, frames.shape[:2])
+            latents = encode_clip_frames(self.encoder, frames, self.config.encoder.batch_size)
         return {
             "latents": latents,
             "actions": batch["actions"].to(device),
@@ -446,8 +441,8 @@ class Trainer:
         self._truncate_metrics()
         sampler = StepBatches(len(self.dataset), self.global_batch, self.rank, self.world,
                               self.config.seed, self.step, self.total_steps)
-        loader = DataLoader(self.dataset, batch_sampler=sampler,
-                            num_workers=self.config.data.num_workers)
+        loader = clip_loader(self.dataset, sampler, self.config.data.num_workers,
+                             self.config.data.prefetch_factor, self.device)
         bar = None
         if self.rank == 0 and self.config.progress:
             from tqdm import tqdm

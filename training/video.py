@@ -152,20 +152,31 @@ def read_frames(
     return np.stack([decoded[i] for i in indices])
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float, keyframe_interval: int = 12):
-    """Encode uint8 RGB ``(N, H, W, 3)`` frames (even H and W) to an H.264 mp4."""
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"expected uint8 (N, H, W, 3) frames, got {frames.dtype} {frames.shape}")
+def write_video(path: str | Path, frames, fps: float, keyframe_interval: int = 12,
+                crf: int = 12):
+    """Encode uint8 RGB frames, an ``(N, H, W, 3)`` array or an iterable of ``(H, W, 3)``
+    arrays (even H and W), to an H.264 mp4 (``crf``: x264 quality, 12 near-lossless, 23 its
+    default)."""
     from fractions import Fraction
 
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width = frames.shape[2]
-        stream.height = frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"g": str(keyframe_interval), "crf": "12", "bf": "0"}
+        stream.options = {"g": str(keyframe_interval), "crf": str(crf), "bf": "0"}
+        count = 0
         for image in frames:
+            if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"expected uint8 (H, W, 3) frames, got {image.dtype} "
+                                 f"{image.shape} at frame {count}")
+            if count == 0:
+                stream.height, stream.width = image.shape[:2]
+            elif image.shape[:2] != (stream.height, stream.width):
+                raise ValueError(f"frame {count} is {image.shape[:2]}, the first was "
+                                 f"{(stream.height, stream.width)}")
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
+            count += 1
+        if count == 0:
+            raise ValueError(f"{path}: no frames to write")
         for packet in stream.encode():
             container.mux(packet)
