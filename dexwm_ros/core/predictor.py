@@ -14,6 +14,14 @@ Paper section 3.2 and appendix A.2 (Table 5); DESIGN.md section 3. Layout:
 * Self-attention runs within the slot's own frame; cross-attention goes from the slot to all
   tokens of strictly earlier slots (slot 0 has none and skips it). Nothing flows backwards, so
   the prediction for slot ``s`` only depends on frames ``0..s`` and actions ``0..s``.
+* Cross-attention source: earlier frames are attended through their per-block hidden states
+  (block ``b`` of slot ``s`` reads the tokens of slots ``< s`` as block ``b`` sees them, after
+  their own self- and cross-attention in blocks ``< b``), as in a block-causal transformer. The
+  authors' implementation (CDiT as in NWM) attends in every block to the context frames' input
+  embeddings instead (input projection + positions, adaLN-modulated per block). We keep hidden
+  states so that each earlier frame reaches later slots already related to its own history and
+  actions, at every depth; the attention cost per block is the same either way. The two have
+  not been compared on training runs here.
 * Final layer: LayerNorm, adaLN shift/scale, Linear; adaLN and the final Linear start at zero.
   Input/output projections map the encoder width to the predictor width when they differ.
 
