@@ -15,8 +15,8 @@ Paper section 3.2 and appendix A.2 (Table 5); DESIGN.md section 3. Layout:
   tokens of strictly earlier slots (slot 0 has none and skips it). Nothing flows backwards, so
   the prediction for slot ``s`` only depends on frames ``0..s`` and actions ``0..s``.
 * Cross-attention source: earlier frames are attended through their per-block hidden states
-  (block ``b`` of slot ``s`` reads the tokens of slots ``< s`` as block ``b`` sees them, after
-  their own self- and cross-attention in blocks ``< b``), as in a block-causal transformer. The
+  (block ``b`` reads the earlier slots' tokens as they are after blocks ``< b`` and block
+  ``b``'s self-attention), as in a block-causal transformer. The
   authors' implementation (CDiT as in NWM) attends in every block to the context frames' input
   embeddings instead (input projection + positions, adaLN-modulated per block). We keep hidden
   states so that each earlier frame reaches later slots already related to its own history and
