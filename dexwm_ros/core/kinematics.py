@@ -40,9 +40,10 @@ JOINT_LIMITS: tuple[tuple[float, float], ...] = (
     # thumb 12-15
     (0.36, 1.496), (-0.204, 1.263), (-0.289, 1.744), (-0.262, 1.819),
 )
-#: A relaxed pose with the open hand above the table, in view of the head camera.
+#: A relaxed pose with the open hand 38 cm above the table (fingertips about 14 cm above it,
+#: clear of every object), in view of the head camera.
 HOME_JOINT_POSITIONS: tuple[float, ...] = (
-    0.389, -0.166, 0.017, -2.785, 0.006, 2.619, 1.186,
+    0.486, -0.442, 0.114, -2.633, 0.06, 2.193, 1.34,
     0.0, 0.2, 0.2, 0.2, 0.0, 0.2, 0.2, 0.2, 0.0, 0.2, 0.2, 0.2, 0.8, 0.2, 0.2, 0.2,
 )
 

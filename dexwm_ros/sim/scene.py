@@ -30,6 +30,7 @@ from dexwm_ros.core.kinematics import (  # noqa: E402
 )
 
 TABLE_TOP_Z = 0.8
+ROBOT_BASE_LINK = "fr3_link0"
 TABLE_SIZE = (0.8, 1.0, 0.05)
 TABLE_OFFSET = (0.1, 0.0, TABLE_TOP_Z)  # table spans x in [-0.3, 0.5]
 TIMESTEP = 0.002
@@ -115,6 +116,7 @@ class Scene:
     object_kinds: tuple[str, ...]
     object_bottom_offsets: np.ndarray  # (K,) z from body origin down to the object's bottom
     object_radii: np.ndarray  # (K,) horizontal radius
+    object_heights: np.ndarray  # (K,) bottom to top
     qpos_robot: np.ndarray = field(init=False)
     qvel_robot: np.ndarray = field(init=False)
     actuators: np.ndarray = field(init=False)
@@ -122,7 +124,11 @@ class Scene:
     object_qvel: np.ndarray = field(init=False)  # (K, 6)
     object_bodies: np.ndarray = field(init=False)
     hand_geoms: np.ndarray = field(init=False)
+    hand_geom_set: frozenset[int] = field(init=False)
+    robot_geom_set: frozenset[int] = field(init=False)
     object_geoms: list[np.ndarray] = field(init=False)
+    object_geom_sets: list[frozenset[int]] = field(init=False)
+    table_geom_set: frozenset[int] = field(init=False)
     keypoint_bodies: np.ndarray = field(init=False)
     camera_id: int = field(init=False)
 
@@ -142,11 +148,19 @@ class Scene:
         wrist = m.body(WRIST_LINK).id
         hand_bodies = [b for b in range(m.nbody) if _is_descendant(m, b, wrist)]
         self.hand_geoms = np.array([g for g in range(m.ngeom) if m.geom_bodyid[g] in hand_bodies])
+        self.hand_geom_set = frozenset(self.hand_geoms.tolist())
+        base = m.body(ROBOT_BASE_LINK).id
+        self.robot_geom_set = frozenset(g for g in range(m.ngeom)
+                                        if _is_descendant(m, m.geom_bodyid[g], base))
         self.object_geoms = [
             np.array([g for g in range(m.ngeom)
                       if _is_descendant(m, m.geom_bodyid[g], body) and m.geom_contype[g] != 0])
             for body in self.object_bodies
         ]
+        self.object_geom_sets = [frozenset(g.tolist()) for g in self.object_geoms]
+        table = m.body("table").id
+        self.table_geom_set = frozenset(g for g in range(m.ngeom)
+                                        if _is_descendant(m, m.geom_bodyid[g], table))
         self.keypoint_bodies = np.array([m.body(n).id for n in WRIST_AND_TIP_BODIES])
         self.camera_id = m.camera(CAMERA_NAME).id
 
@@ -188,7 +202,7 @@ def build_scene(objects: tuple[str, ...] = ("can", "red_box", "blue_cylinder"),
     ET.SubElement(world.worldbody, "geom", name="robot_pedestal", type="cylinder",
                   size=f"0.1 {base[2] / 2:g}", pos=f"{base[0]:g} {base[1]:g} {base[2] / 2:g}",
                   rgba="0.3 0.3 0.32 1", group="1")
-    names, kinds, bottoms, radii = [], [], [], []
+    names, kinds, bottoms, radii, heights = [], [], [], [], []
     for k, kind in enumerate(objects):
         name = f"obj{k}_{kind}"
         obj = _make_object(kind, name)
@@ -200,6 +214,7 @@ def build_scene(objects: tuple[str, ...] = ("can", "red_box", "blue_cylinder"),
         kinds.append(kind)
         bottoms.append(-float(obj.bottom_offset[2]))
         radii.append(float(obj.horizontal_radius))
+        heights.append(float(obj.top_offset[2] - obj.bottom_offset[2]))
     with tempfile.TemporaryDirectory() as tmp:
         robot_file = Path(tmp) / "robot.xml"
         robot_file.write_text(robot_mjcf(urdf_path))
@@ -210,7 +225,8 @@ def build_scene(objects: tuple[str, ...] = ("can", "red_box", "blue_cylinder"),
     model = world.get_model(mode="mujoco")
     model.vis.global_.offwidth = max(model.vis.global_.offwidth, 640)
     model.vis.global_.offheight = max(model.vis.global_.offheight, 480)
-    return Scene(model, tuple(names), tuple(kinds), np.array(bottoms), np.array(radii))
+    return Scene(model, tuple(names), tuple(kinds), np.array(bottoms), np.array(radii),
+                 np.array(heights))
 
 
 def _urdf_base_xyz(urdf_path: str | Path | None) -> list[str]:

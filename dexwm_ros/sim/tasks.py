@@ -1,18 +1,24 @@
-"""Reach / grasp / place tasks with image goals and the paper's success criteria.
+"""Reach / grasp / place episodes with physically reached goals and the paper's success criteria.
 
-Paper appendix C.4, each criterion held for 10 consecutive control steps:
+The task records (names, criteria, hold time, episode length) are ``dexwm_ros.core.tasks``;
+the motions that make each goal are ``dexwm_ros.sim.goal_motions``.
 
-* reach: mean distance of the wrist and the 4 fingertips to their goal positions < 15 cm;
-* grasp: wrist-object distance < 20 cm and a hand-object contact;
-* place: the object within 10 cm of its goal position.
+An episode is a function of its seed only. ``reset(seed)`` draws object poses clear of the
+hand, lets them settle, checks the start (no robot contact with the table or any object,
+every object upright, not already a success), then simulates the task's goal motion from that
+start, records the final state as the goal (image, hand keypoints, object position) and
+restores the start (``place`` pushes the object instead of carrying it, see
+``goal_motions.place_goal``). A draw whose start or goal motion fails is redrawn from
+``(seed, attempt)``, deterministically.
+``goal_motion`` keeps the goal motion's joint targets: replaying them (the ``scripted``
+policy) reproduces the goal.
 
-An episode is a function of its seed only (object poses, start joints, target object, goal).
 Control: ``step`` takes 23 absolute joint targets (clipped to the limits), moves the position
 servos' set-points linearly from the previous targets over one control period
-(``1 / control_hz`` s, default 5 Hz like the world model's frame rate) and runs
-``control_period / 0.002`` physics steps. The goal of ``place`` starts with the object on the
-table (not in the hand) and moves it 15-25 cm; its goal image shows the object at the goal
-and the hand above it.
+(``1 / control_hz`` s, default 5 Hz like the world model's frame rate), runs
+``control_period / 0.002`` physics steps and recomputes positions and contacts at the new
+state. Success holds when the criterion has held for ``hold_seconds`` (paper appendix C.4:
+about 1 s), i.e. ``hold_steps`` consecutive control steps.
 """
 from __future__ import annotations
 
@@ -30,6 +36,16 @@ from dexwm_ros.core.kinematics import (
     NUM_JOINTS,
     PinholeCamera,
 )
+from dexwm_ros.core.tasks import TASK_NAMES, task_spec
+from dexwm_ros.sim.goal_motions import (
+    GOAL_MOTIONS,
+    HAND_CLOSED,
+    HAND_DOWN,
+    HAND_OPEN,
+    HAND_PRESHAPE,
+    grasp_wrist_position,
+    yaw_rotation,
+)
 from dexwm_ros.sim.scene import (
     CAMERA_NAME,
     OBJECT_REGION,
@@ -40,46 +56,44 @@ from dexwm_ros.sim.scene import (
     solve_wrist_ik,
 )
 
-TASKS = ("reach", "grasp", "place")
+__all__ = ["BACKENDS", "DexTask", "HAND_CLOSED", "HAND_DOWN", "HAND_OPEN", "HAND_PRESHAPE",
+           "TASK_NAMES", "make_task", "yaw_rotation"]
+
 BACKENDS = ("robosuite", "robocasa")
-CONSECUTIVE_STEPS = 10
-REACH_THRESHOLD = 0.15
-GRASP_DISTANCE = 0.20
-PLACE_THRESHOLD = 0.10
-#: Hand joint presets (16,): index, middle, ring (abduction, 3 flexions), thumb.
-HAND_OPEN = np.array([0.0, 0.1, 0.1, 0.1] * 3 + [0.6, 0.1, 0.1, 0.1])
-HAND_CLOSED = np.array([0.0, 1.3, 1.3, 1.0] * 3 + [1.3, 0.9, 0.9, 0.9])
-#: Wrist orientation with the hand pointing down and the palm facing +x (world).
-HAND_DOWN = np.array([[1.0, 0, 0], [0, -1.0, 0], [0, 0, -1.0]])
-#: Claw pre-shape for top-down grasps: curled fingertips ~0.17 m below and ~0.1 m in front
-#: of the wrist (palm side, world +x with ``HAND_DOWN``).
-HAND_PRESHAPE = np.array([0.0, 0.6, 0.6, 0.4] * 3 + [1.0, 0.5, 0.4, 0.4])
-#: Wrist placement for a top-down grasp: behind the object along -x, above the table.
-GRASP_WRIST_OFFSET = np.array([-0.06, 0.0, 0.0])
-GRASP_WRIST_HEIGHT = 0.185
+#: Draws per seed before ``reset`` gives up.
+MAX_ATTEMPTS = 40
+#: Horizontal clearance between an object and any hand keypoint at the start (metres).
+HAND_CLEARANCE = 0.08
+#: Seconds the objects settle under gravity before an episode starts.
+SETTLE_SECONDS = 0.3
+#: An object tilted more than this (rad) counts as knocked over (a hand closing on an object
+#: tilts it by about 0.4 rad).
+MAX_TILT = 0.8
 
 
-def yaw_rotation(yaw: float) -> np.ndarray:
-    c, s = math.cos(yaw), math.sin(yaw)
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+class EpisodeError(RuntimeError):
+    """No valid episode could be drawn for a seed."""
 
 
 class DexTask:
-    """One task in one scene. See the module docstring for control and success."""
+    """One task in one scene. See the module docstring for episodes, control and success."""
 
     def __init__(self, task_name: str, scene: Scene, seed: int = 0, control_hz: float = 5.0,
                  render_size: tuple[int, int] = (224, 392)) -> None:
-        if task_name not in TASKS:
-            raise ValueError(f"unknown task {task_name!r}; choose from {TASKS}")
+        self.spec = task_spec(task_name)
         if control_hz <= 0 or (1.0 / control_hz) < TIMESTEP:
             raise ValueError(f"control_hz must be in (0, {1 / TIMESTEP:g}], got {control_hz}")
         self.task_name = task_name
+        self.motion = GOAL_MOTIONS[task_name]
         self.scene = scene
         self.model = scene.model
         self.data = mujoco.MjData(self.model)
         self._scratch = mujoco.MjData(self.model)
         self.control_hz = float(control_hz)
         self.substeps = max(1, round(1.0 / control_hz / TIMESTEP))
+        self.hold_seconds = self.spec.hold_seconds
+        self.hold_steps = self.spec.hold_steps(self.control_hz)
+        self.max_steps = self.spec.max_steps(self.control_hz)
         self.height, self.width = render_size
         self.camera: PinholeCamera = PinholeCamera.from_fovy(
             HEAD_CAMERA_FOVY_DEG, HEAD_CAMERA_POSITION, pitch_deg=HEAD_CAMERA_PITCH_DEG,
@@ -88,7 +102,9 @@ class DexTask:
         self.joint_names = JOINT_NAMES
         jnt = [self.model.joint(n).id for n in JOINT_NAMES]
         self.lower, self.upper = self.model.jnt_range[jnt].T.copy()
+        self._state_spec = mujoco.mjtState.mjSTATE_INTEGRATION
         self._renderer: mujoco.Renderer | None = None
+        self._goal_image: np.ndarray | None = None
         self.reset(seed)
 
     # ----------------------------------------------------------------- episode
@@ -96,37 +112,76 @@ class DexTask:
         """Start the episode of ``seed`` (``None``: replay the current seed's episode)."""
         if seed is not None:
             self.seed = int(seed)
-        rng = np.random.default_rng(self.seed)
+        for attempt in range(MAX_ATTEMPTS):
+            if self._draw(np.random.default_rng([self.seed, attempt])):
+                self.attempt = attempt
+                return
+        raise EpisodeError(f"{self.task_name} seed {self.seed}: no valid episode in "
+                           f"{MAX_ATTEMPTS} draws")
+
+    def _draw(self, rng: np.random.Generator) -> bool:
         m, d = self.model, self.data
         mujoco.mj_resetData(m, d)
-        self.object_positions = self._sample_object_positions(rng)
-        self.object_yaws = rng.uniform(-math.pi, math.pi, len(self.scene.object_names))
-        self._set_objects(d, self.object_positions, self.object_yaws)
         q = np.array(HOME_JOINT_POSITIONS)
-        q[:7] += rng.normal(0.0, 0.05, 7)
+        q[:7] += rng.normal(0.0, 0.03, 7)
         q = np.clip(q, self.lower, self.upper)
         d.qpos[self.scene.qpos_robot] = q
         d.ctrl[self.scene.actuators] = q
         self._target = q.copy()
-        self.target_object = int(rng.integers(len(self.scene.object_names)))
-        self.goal_joint_positions = q.copy()
-        self.goal_object_position = self.object_positions[self.target_object].copy()
-        getattr(self, f"_make_{self.task_name}_goal")(rng)
         mujoco.mj_forward(m, d)
+        self.object_positions = self._sample_object_positions(rng, self.keypoint_positions())
+        self.object_yaws = rng.uniform(-math.pi, math.pi, len(self.scene.object_names))
+        self._set_objects(d, self.object_positions, self.object_yaws)
+        self.target_object = int(rng.integers(len(self.scene.object_names)))
+        self._reset_counters()
+        self._run(np.repeat(q[None], max(1, round(SETTLE_SECONDS * self.control_hz)), 0))
+        self._sync_object_positions()
+        self.initial_object_positions = self.object_positions.copy()
+        if not self._valid_start():
+            return False
+        start_state = self._get_state()
+        start_target, start_objects = self._target.copy(), self.object_positions.copy()
+
+        goal_motion = self.motion(self, rng)
+        if goal_motion is None:
+            return False
+        self._run(goal_motion)
+        self.goal_joint_positions = self.joint_positions()
+        self.goal_keypoints_world = self.keypoint_positions()
+        self.goal_object_position = self._object_position(self.target_object)
+        self._goal_state = self._get_state()
+        self._goal_image = None
+        self.goal_motion = goal_motion
+        if not self._valid_goal(start_objects):
+            return False
+
+        self._set_state(start_state)
+        self._target, self.object_positions = start_target, start_objects
+        self._reset_counters()
+        self.start_measurements = self.measurements()
+        return not self.spec.criterion(self.start_measurements)
+
+    def _reset_counters(self) -> None:
         self.steps = 0
         self.consecutive = 0
-        self._goal_image = self._render_goal()
-        self._update_success()
 
-    def _sample_object_positions(self, rng: np.random.Generator) -> np.ndarray:
+    def _run(self, targets: np.ndarray) -> None:
+        for target in targets:
+            self._servo(target)
+
+    def _sample_object_positions(self, rng: np.random.Generator,
+                                 hand_points: np.ndarray) -> np.ndarray:
         (x0, x1), (y0, y1) = OBJECT_REGION
         radii = self.scene.object_radii
         positions = np.zeros((len(radii), 3))
         for k in range(len(radii)):
-            for _ in range(200):
+            for _ in range(500):
                 xy = rng.uniform([x0, y0], [x1, y1])
-                if all(np.linalg.norm(xy - positions[j, :2]) > radii[j] + radii[k] + 0.04
-                       for j in range(k)):
+                apart = all(np.linalg.norm(xy - positions[j, :2]) > radii[j] + radii[k] + 0.04
+                            for j in range(k))
+                clear = np.linalg.norm(hand_points[:, :2] - xy, axis=1).min() > \
+                    radii[k] + HAND_CLEARANCE
+                if apart and clear:
                     break
             positions[k] = [xy[0], xy[1], TABLE_TOP_Z + self.scene.object_bottom_offsets[k]]
         return positions
@@ -136,79 +191,71 @@ class DexTask:
             quat = [math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
             data.qpos[self.scene.object_qpos[k]] = np.concatenate([pos + [0, 0, 0.001], quat])
             data.qvel[self.scene.object_qvel[k]] = 0.0
+        mujoco.mj_forward(self.model, data)
+
+    def _sync_object_positions(self) -> None:
+        self.object_positions = np.stack([self._object_position(k)
+                                          for k in range(len(self.scene.object_names))])
+
+    def _valid_start(self) -> bool:
+        upright = all(self._object_tilt(k) <= MAX_TILT for k in range(len(self.scene.object_names)))
+        return upright and not self.robot_world_contacts()
+
+    def _valid_goal(self, start_objects: np.ndarray) -> bool:
+        k = self.target_object
+        if self.task_name != "reach" and self._object_tilt(k) > MAX_TILT:
+            return False
+        if self.task_name == "place":
+            moved = np.linalg.norm(self.goal_object_position[:2] - start_objects[k, :2])
+            resting = self.goal_object_position[2] - self.initial_object_positions[k, 2] < 0.02
+            if not (moved > 0.12 and resting):
+                return False
+        # the replayed goal motion must meet the task's success criterion
+        self._set_state(self._goal_state)
+        measured = self.measurements()
+        return bool(self.spec.criterion(measured))
+
+    # ----------------------------------------------------------------- state
+    def _get_state(self) -> np.ndarray:
+        state = np.empty(mujoco.mj_stateSize(self.model, self._state_spec))
+        mujoco.mj_getState(self.model, self.data, state, self._state_spec)
+        return state
+
+    def _set_state(self, state: np.ndarray) -> None:
+        mujoco.mj_setState(self.model, self.data, state, self._state_spec)
+        mujoco.mj_forward(self.model, self.data)
 
     def wrist_ik(self, position, rotation=HAND_DOWN, hand=HAND_OPEN, q_init=None):
         """Joint positions (23,) putting the wrist at ``position`` (world) with ``hand`` joints."""
         q0 = np.array(HOME_JOINT_POSITIONS) if q_init is None else np.asarray(q_init, float)
         q0 = q0.copy()
         q0[7:] = hand
-        q, err = solve_wrist_ik(self.scene, self._scratch, position, rotation, q0)
-        return q, err
+        return solve_wrist_ik(self.scene, self._scratch, position, rotation, q0)
 
-    def grasp_wrist_position(self, k: int, positions: np.ndarray | None = None,
-                             lift: float = 0.0) -> np.ndarray:
-        """Wrist position of a top-down grasp of object ``k``, raised by ``lift``."""
-        pos = (self.object_positions if positions is None else positions)[k]
-        return np.array([pos[0], pos[1], TABLE_TOP_Z + GRASP_WRIST_HEIGHT + lift]) + \
-            GRASP_WRIST_OFFSET
-
-    def grasp_joint_positions(self, k: int, positions: np.ndarray | None = None,
-                              hand=HAND_CLOSED, lift: float = 0.0) -> np.ndarray:
-        """Joint positions of a top-down grasp of object ``k`` with hand joints ``hand``."""
-        q, _ = self.wrist_ik(self.grasp_wrist_position(k, positions, lift), hand=hand)
+    def grasp_joint_positions(self, k: int, xy: np.ndarray | None = None, hand=HAND_CLOSED,
+                              lift: float = 0.0) -> np.ndarray:
+        """Joint positions of a top-down grasp of object ``k`` (at ``xy``) with ``hand``."""
+        q, _ = self.wrist_ik(grasp_wrist_position(self, k, xy, lift), hand=hand)
         return q
 
-    def _make_reach_goal(self, rng: np.random.Generator) -> None:
-        (x0, x1), (y0, y1) = OBJECT_REGION
-        mujoco.mj_kinematics(self.model, self.data)
-        start = self.data.xpos[self.scene.keypoint_bodies]
-        for _ in range(30):  # a reachable goal at least 25 cm (mean keypoint) from the start
-            target = rng.uniform([x0, y0, TABLE_TOP_Z + 0.25], [x1, y1, TABLE_TOP_Z + 0.4])
-            rot = HAND_DOWN @ yaw_rotation(rng.uniform(-0.5, 0.5))
-            hand = rng.uniform(HAND_OPEN, 0.6 * HAND_CLOSED + 0.4 * HAND_OPEN)
-            q, err = self.wrist_ik(target, rot, hand)
-            self._scratch.qpos[self.scene.qpos_robot] = q
-            mujoco.mj_kinematics(self.model, self._scratch)
-            goal = self._scratch.xpos[self.scene.keypoint_bodies]
-            if err < 0.01 and np.linalg.norm(goal - start, axis=1).mean() > 0.25:
-                break
-        self.goal_joint_positions = q
-
-    def _make_grasp_goal(self, rng: np.random.Generator) -> None:
-        self.goal_joint_positions = self.grasp_joint_positions(self.target_object)
-
-    def _make_place_goal(self, rng: np.random.Generator) -> None:
-        k = self.target_object
-        (x0, x1), (y0, y1) = OBJECT_REGION
-        start = self.object_positions[k]
-        others = [j for j in range(len(self.object_positions)) if j != k]
-        for _ in range(200):
-            angle, dist = rng.uniform(-math.pi, math.pi), rng.uniform(0.15, 0.25)
-            xy = start[:2] + dist * np.array([math.cos(angle), math.sin(angle)])
-            inside = x0 <= xy[0] <= x1 and y0 <= xy[1] <= y1
-            free = all(np.linalg.norm(xy - self.object_positions[j, :2]) > 0.12 for j in others)
-            if inside and free:
-                break
-        self.goal_object_position = np.array([xy[0], xy[1], start[2]])
-        goal_positions = self.object_positions.copy()
-        goal_positions[k] = self.goal_object_position
-        self.goal_joint_positions = self.grasp_joint_positions(k, goal_positions)
-
-    def _render_goal(self) -> np.ndarray:
-        goal = mujoco.MjData(self.model)
-        goal.qpos[:] = self.data.qpos
-        positions = self.object_positions.copy()
-        positions[self.target_object] = self.goal_object_position
-        self._set_objects(goal, positions, self.object_yaws)
-        goal.qpos[self.scene.qpos_robot] = self.goal_joint_positions
-        mujoco.mj_forward(self.model, goal)
-        self.goal_keypoints_world = goal.xpos[self.scene.keypoint_bodies].copy()
-        return self._render(goal)
+    def keypoint_positions_at(self, joints: np.ndarray) -> np.ndarray:
+        """(5, 3) world positions of the wrist and fingertips for ``joints`` (kinematics)."""
+        self._scratch.qpos[self.scene.qpos_robot] = joints
+        mujoco.mj_kinematics(self.model, self._scratch)
+        return self._scratch.xpos[self.scene.keypoint_bodies].copy()
 
     # ----------------------------------------------------------------- control
     @property
     def time(self) -> float:
         return float(self.data.time)
+
+    def _servo(self, target: np.ndarray) -> None:
+        start = self._target
+        for i in range(1, self.substeps + 1):
+            self.data.ctrl[self.scene.actuators] = start + (target - start) * (i / self.substeps)
+            mujoco.mj_step(self.model, self.data)
+        mujoco.mj_forward(self.model, self.data)  # positions and contacts at the new state
+        self._target = target
 
     def step(self, joint_targets: np.ndarray) -> None:
         """Servo to ``joint_targets`` (23,) over one control period, then update success."""
@@ -217,14 +264,14 @@ class DexTask:
             raise ValueError(f"joint_targets must be ({NUM_JOINTS},), got {target.shape}")
         if not np.all(np.isfinite(target)):
             raise ValueError("joint_targets contains NaN or inf")
-        target = np.clip(target, self.lower, self.upper)
-        start = self._target
-        for i in range(1, self.substeps + 1):
-            self.data.ctrl[self.scene.actuators] = start + (target - start) * (i / self.substeps)
-            mujoco.mj_step(self.model, self.data)
-        self._target = target
+        self._servo(np.clip(target, self.lower, self.upper))
         self.steps += 1
-        self._update_success()
+        criterion = self.spec.criterion(self.measurements())
+        self.consecutive = self.consecutive + 1 if criterion else 0
+
+    def scripted_target(self) -> np.ndarray:
+        """The goal motion's joint targets for the next step (its last one once it is over)."""
+        return self.goal_motion[min(self.steps, len(self.goal_motion) - 1)].copy()
 
     def joint_positions(self) -> np.ndarray:
         return self.data.qpos[self.scene.qpos_robot].copy()
@@ -241,45 +288,56 @@ class DexTask:
         """(5, 3) world positions of the wrist and the 4 fingertips (simulator bodies)."""
         return self.data.xpos[self.scene.keypoint_bodies].copy()
 
+    def _object_position(self, k: int) -> np.ndarray:
+        return self.data.xpos[self.scene.object_bodies[k]].copy()
+
+    def _object_tilt(self, k: int) -> float:
+        up = self.data.xmat[self.scene.object_bodies[k]].reshape(3, 3)[:, 2]
+        return float(math.acos(np.clip(up[2], -1.0, 1.0)))
+
     # ----------------------------------------------------------------- success
-    def hand_object_contact(self, k: int) -> bool:
-        hand, obj = self.scene.hand_geoms, self.scene.object_geoms[k]
+    def robot_world_contacts(self) -> list[tuple[int, int]]:
+        """(robot geom, other geom) pairs in contact, the other being the table or an object."""
+        robot = self.scene.robot_geom_set
+        others = self.scene.table_geom_set.union(*self.scene.object_geom_sets)
+        pairs = []
         for c in self.data.contact[: self.data.ncon]:
-            g1, g2 = c.geom1, c.geom2
-            if (g1 in hand and g2 in obj) or (g2 in hand and g1 in obj):
-                return True
-        return False
+            if c.geom1 in robot and c.geom2 in others:
+                pairs.append((c.geom1, c.geom2))
+            elif c.geom2 in robot and c.geom1 in others:
+                pairs.append((c.geom2, c.geom1))
+        return pairs
+
+    def hand_object_contact(self, k: int) -> bool:
+        hand, obj = self.scene.hand_geom_set, self.scene.object_geom_sets[k]
+        return any((c.geom1 in hand and c.geom2 in obj) or (c.geom2 in hand and c.geom1 in obj)
+                   for c in self.data.contact[: self.data.ncon])
+
+    def measurements(self) -> dict[str, float | bool]:
+        """Every quantity the task criteria read, at the current state."""
+        k = self.target_object
+        obj = self._object_position(k)
+        wrist = self.data.xpos[self.scene.keypoint_bodies[0]]
+        keypoints = np.linalg.norm(self.keypoint_positions() - self.goal_keypoints_world, axis=1)
+        return {
+            "keypoint_distance": float(keypoints.mean()),
+            "wrist_object_distance": float(np.linalg.norm(wrist - obj)),
+            "contact": self.hand_object_contact(k),
+            "object_goal_distance": float(np.linalg.norm(obj - self.goal_object_position)),
+        }
 
     def status(self) -> dict:
         """Task measurements, whether the criterion holds now, and the consecutive count."""
-        k = self.target_object
-        obj = self.data.xpos[self.scene.object_bodies[k]]
-        wrist = self.data.xpos[self.scene.keypoint_bodies[0]]
-        out = {"task": self.task_name, "seed": self.seed, "steps": self.steps,
-               "target_object": self.scene.object_names[k]}
-        if self.task_name == "reach":
-            dist = np.linalg.norm(self.keypoint_positions() - self.goal_keypoints_world, axis=1)
-            out["keypoint_distance"] = float(dist.mean())
-            out["criterion"] = bool(out["keypoint_distance"] < REACH_THRESHOLD)
-        elif self.task_name == "grasp":
-            out["wrist_object_distance"] = float(np.linalg.norm(wrist - obj))
-            out["contact"] = self.hand_object_contact(k)
-            out["criterion"] = bool(out["wrist_object_distance"] < GRASP_DISTANCE
-                                    and out["contact"])
-        else:
-            out["object_goal_distance"] = float(np.linalg.norm(obj - self.goal_object_position))
-            out["criterion"] = bool(out["object_goal_distance"] < PLACE_THRESHOLD)
-        out["consecutive"] = self.consecutive
-        out["success"] = self.success()
-        return out
-
-    def _update_success(self) -> None:
-        criterion = self.status()["criterion"]
-        self.consecutive = self.consecutive + 1 if criterion and self.steps > 0 else 0
+        measured = self.measurements()
+        return {"task": self.task_name, "seed": self.seed, "steps": self.steps,
+                "target_object": self.scene.object_names[self.target_object], **measured,
+                "distance": measured[self.spec.distance_key],
+                "criterion": bool(self.spec.criterion(measured)),
+                "consecutive": self.consecutive, "success": self.success()}
 
     def success(self) -> bool:
-        """The criterion held for the last ``CONSECUTIVE_STEPS`` control steps."""
-        return self.consecutive >= CONSECUTIVE_STEPS
+        """The criterion held for the last ``hold_steps`` control steps."""
+        return self.consecutive >= self.hold_steps
 
     # ----------------------------------------------------------------- images
     def _render(self, data: mujoco.MjData) -> np.ndarray:
@@ -299,7 +357,12 @@ class DexTask:
         return self._render(self.data)
 
     def goal_image(self) -> np.ndarray:
-        """The rendered goal state, uint8 (H, W, 3)."""
+        """The head-camera image of the goal state (the goal motion's last frame)."""
+        if self._goal_image is None:
+            goal = mujoco.MjData(self.model)
+            mujoco.mj_setState(self.model, goal, self._goal_state, self._state_spec)
+            mujoco.mj_forward(self.model, goal)
+            self._goal_image = self._render(goal)
         return self._goal_image.copy()
 
     def close(self) -> None:
@@ -318,8 +381,7 @@ def make_task(name: str, seed: int = 0, backend: str = "robosuite", control_hz: 
               render_size: tuple[int, int] = (224, 392), objects: tuple[str, ...] | None = None
               ) -> DexTask:
     """Build a task scene. ``backend="robocasa"`` needs the optional robocasa package."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose from {TASKS}")
+    task_spec(name)
     if backend == "robosuite":
         scene = build_scene(objects) if objects else build_scene()
     elif backend == "robocasa":
