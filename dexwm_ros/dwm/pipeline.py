@@ -175,7 +175,9 @@ class DWMPipeline:
                 return_latents: bool = False):
         """Interaction videos uint8 ``(B, F, H, W, 3)`` for ``B`` hand videos of one scene.
 
-        ``on_step(done, total)`` is called after every denoising step; returning ``False``
+        All plans start from the noise of ``seed``, so a plan's video does not depend on the
+        other plans of the batch. ``on_step(done, total)`` is called after every denoising
+        step; returning ``False``
         raises :class:`ImaginationCancelled`. With ``return_latents`` the final latents
         ``(B, F', C, h, w)`` are returned instead of decoded frames.
         """
@@ -200,10 +202,11 @@ class DWMPipeline:
             conditions = torch.cat([conditions, conditions])
         scheduler = copy.deepcopy(self.scheduler)
         scheduler.set_timesteps(steps, device=self.device)
+        # Every plan starts from the same noise: the videos differ only through the plans.
         generator = torch.Generator("cpu").manual_seed(seed)
-        shape = (batch, conditions.shape[1], self.latent_channels, *conditions.shape[3:])
+        shape = (1, conditions.shape[1], self.latent_channels, *conditions.shape[3:])
         latents = torch.randn(shape, generator=generator).to(self.device, self.dtype)
-        latents = latents * scheduler.init_noise_sigma
+        latents = latents.expand(batch, -1, -1, -1, -1) * scheduler.init_noise_sigma
         multistep = type(scheduler).__name__ == "CogVideoXDPMScheduler"
         previous_x0 = None
         timesteps = scheduler.timesteps
