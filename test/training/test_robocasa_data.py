@@ -209,7 +209,8 @@ def test_finetune_config_runs_the_multistep_loss_on_the_released_data(released_r
         "data.augment=false", "encoder.backend=tiny", "encoder.weights=null",
         "cache.directory=null", "model.init_from=null", "model.preset=tiny",
         "model.keypoint_head={dim: 32, depth: 1, heads: 2}", "optim.batch_size=2",
-        "optim.max_steps=2", "optim.warmup_steps=0", "precision=fp32", "progress=false"])
+        "optim.max_steps=2", "optim.warmup_steps=0", "precision=fp32", "progress=false",
+        "data.num_context=4", "loss.multistep=4", "loss.hc_slots=last"])  # CPU-sized
     trainer = Trainer(config)
     metrics = trainer.fit()
     assert trainer.step == 2 and math.isfinite(metrics["loss"]) and metrics["hc"] > 0
