@@ -27,8 +27,8 @@ from recorded pick-and-place demonstrations. Facts of the released format:
   coordinates: 479.5, 273.5). The authors' loader projects with ``cy = 274`` and subtracts the
   26 cropped rows a second time; we do not, so our heatmaps sit 26 native rows (10.6 px at 224
   rows) lower than theirs, on the hand.
-* Frame rate: ``env_args["env_kwargs"]["control_freq"]`` (robosuite's default, 20 Hz, when the
-  key is absent).
+* Frame rate: ``env_args["env_kwargs"]["control_freq"]`` (when absent, 20 Hz: the default of
+  RoboCasa kitchens).
 * Pick-and-place demos also hold ``data/<demo>/waypoint_generation_stage_string`` (per frame,
   bytes such as ``b"s1-w1"``: stage 1 approaches and grasps, stage 2 lifts and carries, stage
   3 places), ``obs/robot0_joint_pos`` (arm joints first) and ``obs/robot0_right_gripper_qpos``
@@ -74,7 +74,7 @@ CAMERA_IN_BASE = np.array([[0.0, 0.5, -0.8660254, 0.212],
 #: MuJoCo camera axes -> OpenCV axes (x right, y down, looking along +z).
 OPENCV_FROM_MUJOCO = np.diag([1.0, -1.0, -1.0, 1.0])
 CAMERA_FOVY_DEG = 80.0
-DEFAULT_CONTROL_HZ = 20.0  # robosuite's default control_freq
+DEFAULT_CONTROL_HZ = 20.0  # control_freq of RoboCasa kitchens (and robosuite) by default
 NUM_FINGER_POINTS = 16
 PLACE_START_OFFSET = 20  # frames after the carry stage begins at which "place" starts
 TASKS = ("reach", "grasp", "place")
