@@ -20,13 +20,14 @@ from recorded pick-and-place demonstrations. Facts of the released format:
 * ``obs/robot0_base_pos`` ``(T, 3)``, ``obs/robot0_base_quat`` ``(T, 4)`` (x, y, z, w): the
   robot base in the world.
 * The head camera is fixed to the base. Its pose in the base frame (MuJoCo camera axes: x
-  right, y up, looking along -z) is ``CAMERA_IN_BASE``: 1.614 m up, 0.212 m forward, pitched
-  30 degrees down; OpenCV axes follow by ``diag(1, -1, -1)``. Its vertical field of view is 80
-  degrees, so at 600 rows ``fx = fy = 300 / tan(40 deg) = 357.526`` with the principal point
-  at the image centre, (480, 300) from the corner, (480, 274) after the crop (pixel-centre
-  coordinates: 479.5, 273.5). The authors' loader projects with ``cy = 274`` and subtracts the
-  26 cropped rows a second time; we do not, so our heatmaps sit 26 native rows (10.6 px at 224
-  rows) lower than theirs, on the hand.
+  right, y up, looking along -z) is ``CAMERA_IN_BASE``, rows ``[0, 0.5, -0.8660254, 0.212]``,
+  ``[-1, 0, 0, 0]``, ``[0, 0.8660254, 0.5, 1.614]``, ``[0, 0, 0, 1]``: 1.614 m up, 0.212 m
+  forward, pitched 30 degrees down; OpenCV axes follow by ``diag(1, -1, -1)``. Its vertical
+  field of view is 80 degrees, so at 600 rows ``fx = fy = 300 / tan(40 deg) = 357.526``, with
+  the principal point at the image centre: (480, 300) from the corner, (480, 274) after the
+  crop (pixel-centre coordinates: 479.5, 273.5). The authors' loader projects with
+  ``cy = 274`` and subtracts the 26 cropped rows a second time; we do not, so our heatmaps sit
+  26 native rows (10.6 px at 224 rows) lower than theirs, on the hand.
 * Frame rate: ``env_args["env_kwargs"]["control_freq"]`` (when absent, 20 Hz: the default of
   RoboCasa kitchens).
 * Pick-and-place demos also hold ``data/<demo>/waypoint_generation_stage_string`` (per frame,
