@@ -31,7 +31,7 @@ $(VENV)/bin/python:
 # constraints.txt pins the CPU torch build and applies to every install.
 $(DEPS_STAMP): $(VENV)/bin/python setup.py constraints.txt
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[sim,training,ros,ros-build,dev]" \
+	$(PIP) install -q -c constraints.txt -e ".[sim,training,dwm,ros,ros-build,dev]" \
 		--config-settings editable_mode=compat
 	touch $@
 

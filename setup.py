@@ -59,7 +59,7 @@ setup(
     extras_require={
         "sim": ["mujoco<3.4", "robosuite==1.5.2", "h5py"],
         "training": ["h5py", "av", "matplotlib"],
-        "dwm": ["diffusers", "peft"],
+        "dwm": ["diffusers>=0.42,<0.43", "peft>=0.17", "sentencepiece", "av", "mujoco<3.4"],
         "ros": ROS,
         "ros-build": ROS_BUILD,
         "dev": ["pytest", "pytest-timeout", "ruff"],
@@ -70,6 +70,9 @@ setup(
             "dexwm-explore = dexwm_ros.sim.exploration:main",
             "dexwm-train = training.train:main",
             "dexwm-eval = training.evaluate:main",
+            "dexwm-dwm-triplets = dexwm_ros.dwm.triplets:main",
+            "dexwm-dwm-train = dexwm_ros.dwm.train:main",
+            "dexwm-dwm-metrics = dexwm_ros.dwm.metrics:main",
         ],
     },
 )

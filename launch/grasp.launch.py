@@ -4,12 +4,13 @@
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, Shutdown
+from launch.conditions import IfCondition
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from dexwm_ros.nodes.graph import TASK_NODES
+from dexwm_ros.nodes.graph import OPTIONAL_NODES, TASK_NODES
 
 
 def generate_launch_description():
@@ -27,6 +28,8 @@ def generate_launch_description():
             description="parameter file keyed by node name"),
         DeclareLaunchArgument("model_path", description="world-model checkpoint directory"),
         DeclareLaunchArgument("rviz", default_value="true", description="start rviz2"),
+        DeclareLaunchArgument("dwm", default_value="false",
+                              description="start dwm_imagination (DWM videos of plans)"),
         include("sim.launch.py", config=config),
         include("planning.launch.py", config=config,
                 model_path=LaunchConfiguration("model_path")),
@@ -34,4 +37,8 @@ def generate_launch_description():
         # The task node ends the demo: its exit shuts the whole launch down.
         *[Node(package="dexwm_ros", executable=name, name=name, parameters=[config],
                output="screen", on_exit=Shutdown()) for name in TASK_NODES],
+        Node(package="dexwm_ros", executable="dwm_imagination", name="dwm_imagination",
+             parameters=[PathJoinSubstitution([share, "config",
+                                               OPTIONAL_NODES["dwm_imagination"]])],
+             output="screen", condition=IfCondition(LaunchConfiguration("dwm"))),
     ])

@@ -13,3 +13,6 @@ GRAPHS = {
 }
 #: Nodes whose exit ends the graph (the task node of a demo).
 TASK_NODES = ("grasp_task",)
+#: Nodes off by default (``dexwm-launch --with NAME``, ``grasp.launch.py dwm:=true``) and
+#: their own parameter files (config/).
+OPTIONAL_NODES = {"dwm_imagination": "dwm_imagination.yaml"}

@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from dexwm_ros.nodes.graph import GRAPHS, TASK_NODES
+from dexwm_ros.nodes.graph import GRAPHS, OPTIONAL_NODES, TASK_NODES
 from dexwm_ros.share import share_path
 
 
@@ -82,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="parameter file (default: the graph's)")
     parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                         help="override one parameter of one node (repeatable)")
+    parser.add_argument("--with", dest="optional", action="append", default=[],
+                        choices=sorted(OPTIONAL_NODES), metavar="NODE",
+                        help="also start an optional node (parameters from its own file in "
+                             f"config/): {', '.join(sorted(OPTIONAL_NODES))}")
     parser.add_argument("--demo", action="store_true",
                         help="use a tiny random world model when no model_path is set")
     parser.add_argument("--workdir", type=Path, default=Path("build/demo"),
@@ -97,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides.setdefault("world_model_server", []).append(f"model_path:={model}")
 
     processes = {name: start(name, config, overrides.get(name, [])) for name in graph["nodes"]}
+    for name in args.optional:
+        processes[name] = start(name, share_path("config", OPTIONAL_NODES[name]),
+                                overrides.get(name, []))
     print(f"[dexwm-launch] started {', '.join(processes)} (ROS_DOMAIN_ID="
           f"{os.environ.get('ROS_DOMAIN_ID', '0')}); parameters from {config}", flush=True)
     task = next((n for n in graph["nodes"] if n in TASK_NODES), None)
