@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ from training_fixtures import write_sim
 from dexwm_ros.core.encoder import build_encoder
 from training.config import config_from_dict
 from training.datasets import ClipDataset, DatasetSpec
-from training.latent_cache import LatentCache, build_latent_cache, bytes_per_frame
+from training.latent_cache import LatentCache, build_latent_cache, bytes_per_frame, plan_shards
 from training.trainer import StepBatches, Trainer
 
 LENGTHS = (24, 30, 18, 36)  # frames of the four episodes, one shard each
@@ -111,6 +112,21 @@ def test_killed_build_resumes_without_redoing_finished_shards(episodes_root, ref
 
 def entries(root):
     return ClipDataset([DatasetSpec(kind="sim", root=str(root))]).unique_entries
+
+
+def test_shards_do_not_depend_on_the_process_count_and_balance_frames():
+    fake = [SimpleNamespace(episode=SimpleNamespace(name=f"e{i}"), num_grid=n)
+            for i, n in enumerate([50, 10, 10, 10, 40, 30, 5, 5])]
+    fake.append(fake[1])  # a duplicate is planned once
+    one = plan_shards(fake, {"e7"}, 3, 2, world=1)
+    three = plan_shards(fake, {"e7"}, 3, 2, world=3)
+    layout = [(s.number, [e.episode.name for e in s.entries]) for s in one]
+    assert layout == [(s.number, [e.episode.name for e in s.entries]) for s in three]
+    assert layout == [(3, ["e0", "e1"]), (4, ["e2", "e3"]), (5, ["e4", "e5"]), (6, ["e6"])]
+    loads = [sum(s.frames for s in three if s.rank == r) for r in range(3)]
+    assert sorted(loads) == [25, 60, 70]  # largest first, each to the least-loaded process
+    with pytest.raises(ValueError, match="episodes_per_shard"):
+        plan_shards(fake, set(), 0, 0, world=1)
 
 
 def test_waiting_process_fails_clearly_when_another_never_finishes(episodes_root, tmp_path):
