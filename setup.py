@@ -70,6 +70,7 @@ setup(
             "dexwm-explore = dexwm_ros.sim.exploration:main",
             "dexwm-train = training.train:main",
             "dexwm-eval = training.evaluate:main",
+            "dexwm-eval-sim = training.eval_sim:main",
             "dexwm-dwm-triplets = dexwm_ros.dwm.triplets:main",
             "dexwm-dwm-train = dexwm_ros.dwm.train:main",
             "dexwm-dwm-metrics = dexwm_ros.dwm.metrics:main",

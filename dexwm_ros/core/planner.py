@@ -26,9 +26,13 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from dexwm_ros.core.actions import NUM_HAND_KEYPOINTS, hand_action
+from dexwm_ros.core.actions import (
+    ACTION_REPRESENTATIONS,
+    NUM_HAND_KEYPOINTS,
+    robot_hand_actions,
+)
+from dexwm_ros.core.tasks import task_spec
 
-TASKS = ("reach", "grasp", "place")
 SAMPLERS = ("cem", "icem")
 
 KeypointFn = Callable[[torch.Tensor], torch.Tensor]
@@ -119,11 +123,8 @@ class CEMConfig:
 
     @classmethod
     def for_task(cls, task: str, **overrides) -> CEMConfig:
-        """Paper settings for ``reach``, ``grasp`` or ``place`` (hand sigma 0.01) + overrides."""
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-        config = cls(hand_sigma=0.01) if task == "place" else cls()
-        return replace(config, **overrides).validate()
+        """The task registry's settings for ``task`` (place: hand sigma 0.01), then overrides."""
+        return replace(cls(**task_spec(task).cem_overrides), **overrides).validate()
 
 
 @dataclass
@@ -143,7 +144,8 @@ class PlanResult:
     """Best joint-target sequence found and how the search went.
 
     ``joints`` ``(T, J)`` and ``actions`` ``(T, 132)`` are the best candidate seen, ``cost`` its
-    cost; ``mean`` ``(T, J)`` is the final sampling mean (the next plan's warm start, shifted).
+    cost; ``mean`` and ``sigma`` ``(T, J)`` are the final sampling distribution (the next plan's
+    warm start).
 
     ``timings`` holds seconds spent in ``sampling``, ``kinematics`` (FK + actions),
     ``evaluate`` (the caller's scorer), ``extra_cost`` and ``update`` (elite selection).
@@ -152,6 +154,7 @@ class PlanResult:
     joints: torch.Tensor
     actions: torch.Tensor
     mean: torch.Tensor
+    sigma: torch.Tensor
     cost: float
     iterations_run: int
     cancelled: bool
@@ -167,9 +170,7 @@ def keypoint_actions(observed_keypoints: torch.Tensor, keypoints: torch.Tensor) 
     in the right-hand rows; left hand and camera rows are zero (paper appendix B: the camera is
     stationary during planning). Returns ``(..., T, 132)``.
     """
-    start = observed_keypoints.expand(*keypoints.shape[:-3], 1, NUM_HAND_KEYPOINTS, 3)
-    previous = torch.cat([start, keypoints[..., :-1, :, :]], dim=-3)
-    return hand_action(previous, keypoints)
+    return robot_hand_actions("keypoint_delta", observed_keypoints, keypoints)
 
 
 def colored_noise(
@@ -198,7 +199,9 @@ class CEMPlanner:
     ``(..., 21, 3)`` in one batched call (e.g. ``RobotKinematics.keypoints_camera``).
     ``lower``/``upper`` ``(J,)`` are the joint limits; every sample is clipped to them.
     ``extra_cost`` (optional) adds a kinematic cost ``(N,)`` for joints ``(N, T, J)``, e.g.
-    ``planning_cost.OrientationCost`` for grasping.
+    ``planning_cost.OrientationCost`` for grasping. ``action_representation`` is the world
+    model's (``WorldModel.action_representation``); candidates' actions are computed in it by
+    ``actions.robot_hand_actions``.
 
     ``plan`` may be called once per control tick: the previous mean and best sequence are shifted
     one step forward as the warm start. ``reset`` drops the warm start and re-seeds the sampler,
@@ -212,8 +215,13 @@ class CEMPlanner:
         lower: torch.Tensor,
         upper: torch.Tensor,
         extra_cost: ExtraCostFn | None = None,
+        action_representation: str = "keypoint_delta",
     ) -> None:
         self.config = config.validate()
+        if action_representation not in ACTION_REPRESENTATIONS:
+            raise ValueError(f"unknown action representation {action_representation!r}; "
+                             f"choose from {sorted(ACTION_REPRESENTATIONS)}")
+        self.action_representation = action_representation
         lower = torch.as_tensor(lower, dtype=torch.float32)
         upper = torch.as_tensor(upper, dtype=torch.float32)
         if lower.ndim != 1 or lower.shape != upper.shape:
@@ -249,9 +257,10 @@ class CEMPlanner:
         self._warm_elites: torch.Tensor | None = None
         self._mpc_step = 0
 
-    def initial_sigma(self) -> torch.Tensor:
+    def initial_sigma(self, horizon: int | None = None) -> torch.Tensor:
         """Initial standard deviation ``(T, J)``: arm sigma for the arm joints, hand sigma else."""
-        sigma = torch.full((self.config.horizon, self.num_joints), self.config.hand_sigma)
+        horizon = self.config.horizon if horizon is None else horizon
+        sigma = torch.full((horizon, self.num_joints), self.config.hand_sigma)
         sigma[:, : self.config.arm_joints] = self.config.arm_sigma
         return sigma
 
@@ -262,6 +271,8 @@ class CEMPlanner:
         evaluate: EvaluateFn,
         on_iteration: IterationHook | None = None,
         initial_mean: torch.Tensor | None = None,
+        initial_sigma: torch.Tensor | None = None,
+        horizon: int | None = None,
     ) -> PlanResult:
         """Search the best ``(T, J)`` joint-target sequence from the current state.
 
@@ -270,24 +281,32 @@ class CEMPlanner:
         every iteration; returning ``False`` stops the search there and the result comes back
         with ``cancelled=True`` and the best sequence found so far. ``initial_mean`` ``(T, J)``
         overrides the mean's initialisation (e.g. the paper's dummy grasp motion); otherwise the
-        mean is the warm start or the current joints repeated.
+        mean is the warm start or the current joints repeated. ``horizon`` (default
+        ``config.horizon``) plans fewer steps, e.g. the remaining steps of a plan being executed;
+        ``initial_sigma`` ``(T, J)`` overrides the initial standard deviation.
         """
         cfg = self.config
+        horizon = cfg.horizon if horizon is None else horizon
+        if not _is_int(horizon) or not 1 <= horizon <= cfg.horizon:
+            raise ValueError(f"horizon must be an int in [1, {cfg.horizon}], got {horizon!r}")
         current = self._check_joints(current_joints, "current_joints", (self.num_joints,))
         observed = self._check_joints(
             observed_keypoints, "observed_keypoints", (NUM_HAND_KEYPOINTS, 3)
         )
         if initial_mean is not None:
-            mean = self._check_joints(initial_mean, "initial_mean", (cfg.horizon, self.num_joints))
+            mean = self._check_joints(initial_mean, "initial_mean", (horizon, self.num_joints))
             warm_candidates = None
-        elif self._warm_mean is not None:
+        elif self._warm_mean is not None and len(self._warm_mean) == horizon:
             mean = _shift(self._warm_mean)
             warm_candidates = self._warm_candidates()
         else:
-            mean = current.expand(cfg.horizon, -1)
+            mean = current.expand(horizon, -1)
             warm_candidates = None
         mean = self._clip(mean)
-        sigma = self.initial_sigma()
+        if initial_sigma is None:
+            sigma = self.initial_sigma(horizon)
+        else:
+            sigma = self._check_joints(initial_sigma, "initial_sigma", (horizon, self.num_joints))
 
         timings = dict.fromkeys(("sampling", "kinematics", "evaluate", "extra_cost", "update"), 0.0)
         start = time.perf_counter()
@@ -363,6 +382,7 @@ class CEMPlanner:
             joints=best_joints,
             actions=best_actions,
             mean=mean,
+            sigma=sigma,
             cost=best_cost,
             iterations_run=iterations_run,
             cancelled=cancelled,
@@ -405,12 +425,11 @@ class CEMPlanner:
     def _sample(self, mean: torch.Tensor, sigma: torch.Tensor, iteration: int) -> torch.Tensor:
         cfg = self.config
         num = self._population(iteration)
+        horizon = len(mean)
         if cfg.sampler == "icem" and cfg.noise_beta > 0:
-            noise = colored_noise(
-                cfg.noise_beta, num, cfg.horizon, self.num_joints, self._generator
-            )
+            noise = colored_noise(cfg.noise_beta, num, horizon, self.num_joints, self._generator)
         else:
-            noise = torch.randn(num, cfg.horizon, self.num_joints, generator=self._generator)
+            noise = torch.randn(num, horizon, self.num_joints, generator=self._generator)
         return mean + sigma * noise
 
     def _actions(self, observed: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -421,7 +440,7 @@ class CEMPlanner:
                 f"keypoint_fn returned shape {tuple(keypoints.shape)}, expected {expected}"
             )
         keypoints = keypoints.to(device="cpu", dtype=torch.float32)
-        return keypoint_actions(observed, keypoints)
+        return robot_hand_actions(self.action_representation, observed, keypoints)
 
     def _evaluate(
         self, evaluate: EvaluateFn, actions: torch.Tensor, joints: torch.Tensor

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from dexwm_ros.core.actions import ACTION_DIM
+from dexwm_ros.core.tasks import task_spec
 
 #: Keypoint-head maps of the right hand: wrist + 5 fingertips (DESIGN.md section 3).
 RIGHT_HAND_MAPS = (6, 7, 8, 9, 10, 11)
@@ -63,15 +64,8 @@ class CostWeights:
 
     @classmethod
     def for_task(cls, task: str, **overrides) -> CostWeights:
-        """Weights for ``reach``/``place`` (no orientation term) or ``grasp`` (orientation 0.1).
-
-        The paper adds an orientation term for grasping without giving its weight; 0.1 per
-        radian is our choice.
-        """
-        if task not in ("reach", "grasp", "place"):
-            raise ValueError(f"unknown task {task!r}; expected reach, grasp or place")
-        weights = cls(orientation_weight=0.1) if task == "grasp" else cls()
-        return replace(weights, **overrides).validate()
+        """The task registry's weights for ``task`` (grasp: orientation 0.1), then overrides."""
+        return replace(cls(**task_spec(task).cost_overrides), **overrides).validate()
 
     def step_weights(self, horizon: int) -> torch.Tensor:
         """``(T,)`` weights ``step_discount^(T-1-t)``."""
@@ -376,3 +370,28 @@ class OrientationCost:
         angle = torch.arccos(cos.clamp(-1.0, 1.0))
         step_weights = self.weights.step_weights(joints.shape[-2])
         return self.weights.orientation_weight * (angle * step_weights).sum(-1)
+
+
+class KeypointGoalCost:
+    """The privileged planning cost of the ``oracle`` policy: true hand keypoints against the
+    goal's, no world model.
+
+    ``cost = sum_t step_discount^(T-1-t) * mean_k |FK(joints_t)_k - goal_k|`` over the 21
+    right-hand keypoints (world frame, metres), with the same discount as the latent term.
+    Used as ``evaluate(actions, joints)`` in the MPC session; ``actions`` are ignored.
+    """
+
+    def __init__(self, keypoints_world: Callable[[torch.Tensor], torch.Tensor],
+                 goal_keypoints: torch.Tensor, step_discount: float = 0.6) -> None:
+        goal = torch.as_tensor(goal_keypoints, dtype=torch.float32)
+        if goal.ndim != 2 or goal.shape[-1] != 3:
+            raise ValueError(f"goal keypoints must be (K, 3), got {tuple(goal.shape)}")
+        _check_finite(goal, "goal keypoints")
+        self.keypoints_world = keypoints_world
+        self.goal = goal
+        self.weights = CostWeights(step_discount=step_discount).validate()
+
+    def __call__(self, actions: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
+        distance = (self.keypoints_world(joints) - self.goal).norm(dim=-1).mean(-1)
+        return (distance * self.weights.step_weights(joints.shape[-2])).sum(-1)
+

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """cem_planner: the PlanToGoal action server (CEM model-predictive control over 23 joints).
 
-Per goal: encode the goal image (camera_encoder ``encode_image``), store it in the world-model
-server (``set_goal``); then per MPC step freeze the context (``snapshot_context``), run CEM with
-candidates scored by ``score_actions``, publish the first joint target on ``joint_command`` and
-the plan's right-hand keypoints on ``predicted_keypoints``. One goal at a time: a new goal
+Per goal: send the goal image to the world-model server (``set_goal``; the server has it
+encoded once by camera_encoder); then per control tick freeze the context
+(``snapshot_context``) and let the core MPC session (``dexwm_ros.core.mpc``: appendix B's
+shrinking-horizon protocol, the task registry's settings) plan with candidates scored by
+``score_actions``; publish the target on ``joint_command`` and the plan's right-hand keypoints
+on ``predicted_keypoints`` (``dexwm_ros.nodes.markers``). One goal at a time: a new goal
 preempts (aborts) the running one; cancel is honoured within one CEM iteration.
 """
 from __future__ import annotations
@@ -15,29 +17,25 @@ import time
 
 import numpy as np
 import torch
-from geometry_msgs.msg import Point
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
-from std_msgs.msg import ColorRGBA
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
-from visualization_msgs.msg import Marker, MarkerArray
+from visualization_msgs.msg import MarkerArray
 
 from dexwm_ros.action import PlanToGoal
 from dexwm_ros.core.kinematics import JOINT_NAMES, RobotKinematics, head_camera
-from dexwm_ros.core.planner import CEMConfig, CEMPlanner
-from dexwm_ros.core.planning_cost import CostWeights, OrientationCost
-from dexwm_ros.nodes.conversions import TASK_CODES, image_to_rgb, seconds_to_duration
+from dexwm_ros.core.mpc import MPCSession
+from dexwm_ros.core.planner import CEMConfig
+from dexwm_ros.core.tasks import task_by_code
+from dexwm_ros.nodes.conversions import seconds_to_duration
+from dexwm_ros.nodes.markers import plan_markers
 from dexwm_ros.nodes.params import declare, declare_torch_threads
 from dexwm_ros.nodes.runner import run_node
-from dexwm_ros.srv import EncodeImage, ScoreActions, SetGoal, SnapshotContext
+from dexwm_ros.srv import ScoreActions, SetGoal, SnapshotContext
 
-TASKS = {code: name for name, code in TASK_CODES.items()}
 RESULT = PlanToGoal.Result
-#: Bones of the 21-keypoint hand drawn in rviz: wrist to each knuckle, then along each finger.
-HAND_BONES = [(0, 1 + 4 * f) for f in range(5)] + [
-    (1 + 4 * f + j, 2 + 4 * f + j) for f in range(5) for j in range(3)]
 
 
 class GoalFailed(Exception):
@@ -90,7 +88,6 @@ class CemPlannerNode(Node):
         self.kinematics = RobotKinematics()
         self.camera = head_camera()
         clients = MutuallyExclusiveCallbackGroup()
-        self.encode = self.create_client(EncodeImage, "encode_image", callback_group=clients)
         self.set_goal = self.create_client(SetGoal, "set_goal", callback_group=clients)
         self.snapshot = self.create_client(SnapshotContext, "snapshot_context",
                                            callback_group=clients)
@@ -168,22 +165,16 @@ class CemPlannerNode(Node):
 
     def run_goal(self, handle) -> PlanToGoal.Result:
         goal = handle.request
-        task = TASKS.get(goal.task)
-        if task is None:
-            raise GoalFailed(RESULT.ERROR_INVALID_GOAL, f"unknown task {goal.task}")
         try:
-            image_to_rgb(goal.goal_image)
+            task = task_by_code(goal.task).name
         except ValueError as error:
-            raise GoalFailed(RESULT.ERROR_INVALID_GOAL, f"goal image: {error}") from error
-        encoded = self.call(self.encode, EncodeImage.Request(image=goal.goal_image),
-                            "goal encoding")
-        if not encoded.success:
-            raise GoalFailed(RESULT.ERROR_INVALID_GOAL, encoded.message)
-        stored = self.call(self.set_goal, SetGoal.Request(goal=encoded.latent), "set goal")
+            raise GoalFailed(RESULT.ERROR_INVALID_GOAL, str(error)) from error
+        stored = self.call(self.set_goal, SetGoal.Request(goal_image=goal.goal_image),
+                           "set goal")
         if not stored.success:
             raise GoalFailed(RESULT.ERROR_INVALID_GOAL, stored.message)
 
-        planner = self.make_planner(task)
+        session = self.make_session(task)
         steps = goal.max_mpc_steps or self.max_mpc_steps
         executed = JointTrajectory(joint_names=list(JOINT_NAMES))
         start = time.monotonic()
@@ -193,9 +184,6 @@ class CemPlannerNode(Node):
             if not context.success:
                 raise GoalFailed(RESULT.ERROR_NO_OBSERVATION, context.message)
             joints = torch.tensor(context.joint_positions, dtype=torch.float32)
-            if task == "grasp" and mpc_step == 0 and self.orientation_weight > 0:
-                planner.extra_cost = self.orientation_cost(joints)
-            observed = self.kinematics.keypoints_camera(joints, self.camera)
 
             def on_iteration(info, step=mpc_step):
                 feedback = PlanToGoal.Feedback(
@@ -205,14 +193,15 @@ class CemPlannerNode(Node):
                 handle.publish_feedback(feedback)
                 return not self.should_stop(handle)
 
-            plan = planner.plan(joints, observed, self.evaluate, on_iteration)
-            if plan.cancelled or self.should_stop(handle):
+            tick = session.step(joints, self.evaluate, on_iteration)
+            if tick.cancelled or self.should_stop(handle):
                 reason = "canceled" if handle.is_cancel_requested else "preempted by a newer goal"
                 raise GoalFailed(RESULT.ERROR_CANCELED, reason)
-            self.send_command(plan.joints[0], executed)
-            self.publish_markers(plan.joints)
-            result.final_cost = float(plan.cost)
-            self.get_logger().info(f"MPC step {mpc_step + 1}/{steps}: cost {plan.cost:.4f}")
+            self.send_command(tick.target, executed)
+            self.publish_markers(tick.plan.joints)
+            result.final_cost = float(tick.plan.cost)
+            self.get_logger().info(f"MPC step {mpc_step + 1}/{steps} (horizon {tick.horizon}): "
+                                   f"cost {tick.plan.cost:.4f}")
             deadline = time.monotonic() + self.control_period
             while time.monotonic() < deadline:
                 if self.should_stop(handle):
@@ -220,18 +209,13 @@ class CemPlannerNode(Node):
                 time.sleep(0.02)
         return result
 
-    def make_planner(self, task: str) -> CEMPlanner:
+    def make_session(self, task: str) -> MPCSession:
         overrides = dict(self.cem, seed=None if self.seed < 0 else self.seed)
         if task == "place":
             overrides["hand_sigma"] = self.place_hand_sigma
         config = CEMConfig.for_task(task, **overrides)
-        return CEMPlanner(config, lambda q: self.kinematics.keypoints_camera(q, self.camera),
-                          self.kinematics.lower, self.kinematics.upper)
-
-    def orientation_cost(self, joints: torch.Tensor) -> OrientationCost:
-        target = self.kinematics.wrist_pose_world(joints)[:3, :3]
-        weights = CostWeights.for_task("grasp", orientation_weight=self.orientation_weight)
-        return OrientationCost(self.kinematics.wrist_pose_world, target, weights)
+        return MPCSession(task, config, self.kinematics, self.camera,
+                          orientation_weight=self.orientation_weight)
 
     def evaluate(self, actions: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
         num, horizon = actions.shape[:2]
@@ -257,26 +241,8 @@ class CemPlannerNode(Node):
 
     def publish_markers(self, plan_joints: torch.Tensor) -> None:
         keypoints = self.kinematics.keypoints_world(plan_joints).numpy()
-        stamp = self.get_clock().now().to_msg()
-        markers = MarkerArray(markers=[Marker(action=Marker.DELETEALL)])
-        horizon = len(keypoints)
-        for step, points in enumerate(keypoints):
-            shade = (step + 1) / horizon  # later steps brighter
-            colour = ColorRGBA(r=0.2, g=0.4 + 0.6 * shade, b=1.0 - 0.5 * shade, a=0.9)
-            spheres = Marker(ns="predicted_keypoints", id=step, type=Marker.SPHERE_LIST,
-                             action=Marker.ADD, color=colour)
-            spheres.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in points]
-            spheres.scale.x = spheres.scale.y = spheres.scale.z = 0.015
-            bones = Marker(ns="predicted_hand_skeleton", id=step, type=Marker.LINE_LIST,
-                           action=Marker.ADD, color=colour)
-            bones.points = [spheres.points[i] for bone in HAND_BONES for i in bone]
-            bones.scale.x = 0.004
-            for marker in (spheres, bones):
-                marker.header.frame_id = self.fixed_frame
-                marker.header.stamp = stamp
-                marker.pose.orientation.w = 1.0
-                markers.markers.append(marker)
-        self.marker_pub.publish(markers)
+        self.marker_pub.publish(plan_markers(keypoints, self.fixed_frame,
+                                             self.get_clock().now().to_msg()))
 
 
 def main(args=None) -> None:

@@ -6,12 +6,8 @@ import torch
 from builtin_interfaces.msg import Duration, Time
 from sensor_msgs.msg import Image
 
-from dexwm_ros.action import PlanToGoal
 from dexwm_ros.msg import Latent
 
-#: PlanToGoal task codes by task name.
-TASK_CODES = {"reach": PlanToGoal.Goal.TASK_REACH, "grasp": PlanToGoal.Goal.TASK_GRASP,
-              "place": PlanToGoal.Goal.TASK_PLACE}
 #: Channels of each accepted image encoding.
 IMAGE_ENCODINGS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 

@@ -16,8 +16,9 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 
 from dexwm_ros.action import PlanToGoal
+from dexwm_ros.core.tasks import TASK_NAMES, task_spec
 from dexwm_ros.msg import TaskStatus
-from dexwm_ros.nodes.conversions import TASK_CODES, time_to_seconds
+from dexwm_ros.nodes.conversions import time_to_seconds
 from dexwm_ros.nodes.params import declare
 from dexwm_ros.srv import ResetTask
 
@@ -29,8 +30,8 @@ class GraspTask(Node):
     def __init__(self) -> None:
         super().__init__("grasp_task")
         self.task = declare(self, "task", "grasp", "reach | grasp | place")
-        if self.task not in TASK_CODES:
-            raise ValueError(f"parameter task must be one of {list(TASK_CODES)}, got {self.task}")
+        if self.task not in TASK_NAMES:
+            raise ValueError(f"parameter task must be one of {TASK_NAMES}, got {self.task}")
         self.seed = declare(self, "seed", 0, "episode seed", low=0, high=2**31 - 1)
         self.max_mpc_steps = declare(self, "max_mpc_steps", 0,
                                      "MPC steps (0 = planner parameter)", low=0, high=10000)
@@ -71,7 +72,7 @@ class GraspTask(Node):
         if not self.action.wait_for_server(timeout_sec=self.timeout):
             self.say("the plan_to_goal action server did not appear")
             return 2
-        goal = PlanToGoal.Goal(task=TASK_CODES[self.task], goal_image=reset.goal_image,
+        goal = PlanToGoal.Goal(task=task_spec(self.task).code, goal_image=reset.goal_image,
                                max_mpc_steps=self.max_mpc_steps)
         while True:
             result = self.send(goal, deadline)

@@ -8,6 +8,7 @@ out: no latents per candidate cross the wire) and ``rollout``.
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,9 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import JointState
 
-from dexwm_ros.core.actions import ACTION_DIM, hand_action
+from dexwm_ros.core.actions import ACTION_REPRESENTATIONS
 from dexwm_ros.core.kinematics import RobotKinematics, head_camera
+from dexwm_ros.core.mpc import context_actions
 from dexwm_ros.core.planning_cost import CostWeights, WorldModelCost
 from dexwm_ros.core.world_model import WorldModel
 from dexwm_ros.msg import Latent
@@ -26,7 +28,7 @@ from dexwm_ros.nodes.conversions import latent_to_msg, msg_to_latent, time_to_se
 from dexwm_ros.nodes.joint_state_buffer import JointStateBuffer
 from dexwm_ros.nodes.params import declare, declare_torch_threads
 from dexwm_ros.nodes.runner import StartupError, run_node
-from dexwm_ros.srv import Rollout, ScoreActions, SetGoal, SnapshotContext
+from dexwm_ros.srv import EncodeImage, Rollout, ScoreActions, SetGoal, SnapshotContext
 
 RELIABLE = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
 
@@ -69,6 +71,7 @@ class WorldModelServer(Node):
         self.cost = WorldModelCost(self.model.predictor, self.model.keypoint_head,
                                    self.model.encoder_name, weights, batch_size=batch_size,
                                    autocast=torch.bfloat16 if bf16 else None)
+        self.action_dim = ACTION_REPRESENTATIONS[self.model.action_representation]
         self.kinematics = RobotKinematics(device=device)
         self.camera = head_camera()
         self.joints = JointStateBuffer()
@@ -80,6 +83,11 @@ class WorldModelServer(Node):
         self.create_subscription(JointState, "joint_states", self.on_joint_state, RELIABLE,
                                  callback_group=intake)
         self.create_service(SnapshotContext, "snapshot_context", self.on_snapshot)
+        self.encode = self.create_client(EncodeImage, "encode_image",
+                                         callback_group=MutuallyExclusiveCallbackGroup())
+        self.encode_timeout = declare(self, "encode_timeout", 30.0,
+                                      "seconds to wait for camera_encoder to encode a goal",
+                                      low=0.1, high=600.0)
         self.create_service(SetGoal, "set_goal", self.on_set_goal)
         self.create_service(ScoreActions, "score_actions", self.on_score)
         self.create_service(Rollout, "rollout", self.on_rollout)
@@ -123,8 +131,8 @@ class WorldModelServer(Node):
             response.success, response.message = False, "no observation yet (latents + joints)"
             return response
         joints = torch.as_tensor(np.stack([f[2] for f in frames]), dtype=torch.float32)
-        keypoints = self.kinematics.keypoints_camera(joints, self.camera)
-        actions = hand_action(keypoints[:-1], keypoints[1:])
+        actions = context_actions(self.kinematics, self.camera, joints,
+                                  self.model.action_representation)
         self.cost.set_context(torch.stack([f[1] for f in frames]), actions,
                               self.model.encoder_name)
         response.success = True
@@ -133,11 +141,27 @@ class WorldModelServer(Node):
         response.joint_positions = frames[-1][2].tolist()
         return response
 
+    def encode_goal(self, image) -> Latent:
+        """The goal image's latents from camera_encoder; ValueError naming what went wrong."""
+        if not self.encode.wait_for_service(timeout_sec=min(self.encode_timeout, 2.0)):
+            raise ValueError("camera_encoder's 'encode_image' service is not available")
+        done = threading.Event()
+        future = self.encode.call_async(EncodeImage.Request(image=image))
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(self.encode_timeout) or future.result() is None:
+            self.encode.remove_pending_request(future)
+            raise ValueError(f"no reply from 'encode_image' within {self.encode_timeout:.1f} s")
+        reply = future.result()
+        if not reply.success:
+            raise ValueError(f"goal image: {reply.message}")
+        return reply.latent
+
     def on_set_goal(self, request, response):
         try:
-            self.cost.set_goal(msg_to_latent(request.goal), request.goal.encoder)
+            latent = self.encode_goal(request.goal_image)
+            self.cost.set_goal(msg_to_latent(latent), latent.encoder)
         except ValueError as error:
-            response.success, response.message = False, f"invalid goal latent: {error}"
+            response.success, response.message = False, f"invalid goal: {error}"
             return response
         keypoints = self.cost.goal_keypoints
         response.goal_keypoints_px = [] if keypoints is None else keypoints.flatten().tolist()
@@ -157,7 +181,8 @@ class WorldModelServer(Node):
     def on_score(self, request, response):
         try:
             actions = self._actions(request.actions,
-                                    (request.num_candidates, request.horizon, ACTION_DIM))
+                                    (request.num_candidates, request.horizon,
+                                     self.action_dim))
             costs = self.cost.costs(actions)
         except (ValueError, RuntimeError) as error:
             response.success, response.message = False, str(error)
@@ -168,7 +193,7 @@ class WorldModelServer(Node):
 
     def on_rollout(self, request, response):
         try:
-            actions = self._actions(request.actions, (request.horizon, ACTION_DIM))
+            actions = self._actions(request.actions, (request.horizon, self.action_dim))
             latents, keypoints = self.cost.rollout(actions)
         except (ValueError, RuntimeError) as error:
             response.success, response.message = False, str(error)
@@ -184,7 +209,7 @@ class WorldModelServer(Node):
 
 
 def main(args=None) -> None:
-    sys.exit(run_node(WorldModelServer, args, threads=2))
+    sys.exit(run_node(WorldModelServer, args, threads=3))
 
 
 if __name__ == "__main__":

@@ -18,12 +18,13 @@ import math
 import time
 from pathlib import Path
 
-import mujoco
 import numpy as np
 
 from dexwm_ros.sim.episode_format import episode_path, write_episode
 
 MODES = ("lift_replay", "random_targets", "hand_open_close")
+#: Draws of an episode before giving up on one that never grasps.
+MAX_ATTEMPTS = 10
 
 
 # --------------------------------------------------------------------------- motion scripts
@@ -48,22 +49,27 @@ def _interpolate(waypoints: list[np.ndarray], times: list[int], steps: int) -> n
 
 
 def lift_replay_targets(task, rng: np.random.Generator, steps: int) -> np.ndarray:
-    """A noisy lift towards a shuffled object's place (no successful grasp intended)."""
+    """A noisy lift replayed after the objects were shuffled: it aims at a spot of the table
+    where no object stands now, so closing the hand grasps nothing (paper section 4.5)."""
+    from dexwm_ros.sim.goal_motions import OBJECT_REGION
     from dexwm_ros.sim.tasks import HAND_CLOSED, HAND_PRESHAPE
 
     k = int(rng.integers(len(task.scene.object_names)))
-    place = task.object_positions.copy()
-    place[k, :2] += rng.uniform(-0.05, 0.05, 2)
-    # Shuffle the objects: the replayed motion was "recorded" for another arrangement.
-    perm = rng.permutation(len(place))
+    perm = rng.permutation(len(task.object_positions))
     task.object_positions = task.object_positions[perm]
     task._set_objects(task.data, task.object_positions, task.object_yaws[perm])
-    mujoco.mj_forward(task.model, task.data)
+    (x0, x1), (y0, y1) = OBJECT_REGION
+    radii = task.scene.object_radii
+    for _ in range(200):  # the replayed lift's spot: clear of every object's new place
+        xy = rng.uniform([x0, y0], [x1, y1])
+        if all(np.linalg.norm(xy - task.object_positions[j, :2]) > radii[j] + radii[k] + 0.06
+               for j in range(len(radii))):
+            break
     start = task.joint_positions()
-    above = task.grasp_joint_positions(k, place, hand=HAND_PRESHAPE, lift=0.12)
-    down = task.grasp_joint_positions(k, place, hand=HAND_PRESHAPE)
-    closed = task.grasp_joint_positions(k, place, hand=HAND_CLOSED)
-    lifted = task.grasp_joint_positions(k, place, hand=HAND_CLOSED, lift=0.2)
+    above = task.grasp_joint_positions(k, xy, hand=HAND_PRESHAPE, lift=0.12)
+    down = task.grasp_joint_positions(k, xy, hand=HAND_PRESHAPE)
+    closed = task.grasp_joint_positions(k, xy, hand=HAND_CLOSED)
+    lifted = task.grasp_joint_positions(k, xy, hand=HAND_CLOSED, lift=0.2)
     times = list(np.linspace(0, steps - 1, 6).round().astype(int))
     targets = _interpolate([start, above, down, closed, lifted, lifted], times, steps)
     sigma = np.r_[np.full(7, 0.06), np.full(16, 0.1)]
@@ -120,16 +126,24 @@ def generate_episode(task, kinematics, mode: str, seed: int, steps: int) -> dict
         raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
     if steps < 2:
         raise ValueError(f"steps must be >= 2, got {steps}")
-    task.reset(seed)
-    rng = np.random.default_rng([seed, MODES.index(mode)])
-    targets = _SCRIPTS[mode](task, rng, steps)
-    images, joints, poses, stamps = [], [], [], []
-    for t in range(steps):
-        images.append(task.render())
-        joints.append(task.joint_positions())
-        poses.append(task.object_poses())
-        stamps.append(task.time)
-        task.step(targets[t])
+    for attempt in range(MAX_ATTEMPTS):
+        task.reset(seed)
+        rng = np.random.default_rng([seed, MODES.index(mode), attempt])
+        targets = _SCRIPTS[mode](task, rng, steps)
+        images, joints, poses, stamps, contacts, grasped = [], [], [], [], [], False
+        for t in range(steps):
+            images.append(task.render())
+            joints.append(task.joint_positions())
+            poses.append(task.object_poses())
+            stamps.append(task.time)
+            task.step(targets[t])
+            touching = [task.hand_object_contact(j) for j in range(len(task.scene.object_names))]
+            contacts.append(any(touching))
+            grasped = grasped or _grasp_held(task, touching, contacts)
+        if not grasped:
+            break
+    else:
+        raise RuntimeError(f"{mode} seed {seed}: every draw grasped an object")
     joints = np.stack(joints)
     keypoints = kinematics.keypoints_camera(torch.as_tensor(joints, dtype=torch.float32),
                                             task.camera)
@@ -140,7 +154,21 @@ def generate_episode(task, kinematics, mode: str, seed: int, steps: int) -> dict
         camera_intrinsics=task.camera.intrinsics.numpy(), object_poses=np.stack(poses),
         timestamps=np.array(stamps), mode=mode, seed=seed, control_hz=task.control_hz,
         joint_names=task.joint_names, object_names=task.scene.object_names,
+        contact_fraction=float(np.mean(contacts)),
     )
+
+
+def _grasp_held(task, touching: list[bool], contacts: list[bool]) -> bool:
+    """The grasp task's criterion (wrist within 20 cm of an object it touches) has held for
+    its hold time, for any object."""
+    from dexwm_ros.core.tasks import GRASP_DISTANCE, task_spec
+
+    hold = task_spec("grasp").hold_steps(task.control_hz)
+    if len(contacts) < hold or not all(contacts[-hold:]):
+        return False
+    wrist = task.keypoint_positions()[0]
+    return any(touching[j] and np.linalg.norm(wrist - task.object_poses()[j, :3]) < GRASP_DISTANCE
+               for j in range(len(touching)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,16 +198,18 @@ def main(argv: list[str] | None = None) -> int:
     if not todo:
         return 0
     kinematics = RobotKinematics()
-    frames, start = 0, time.perf_counter()
+    frames, start, contact = 0, time.perf_counter(), []
     with make_task("reach", seed=args.seed, control_hz=args.control_hz) as task:
         for i in tqdm(todo, desc="exploration episodes", unit="ep"):
             mode = MODES[i % len(MODES)] if args.mode == "mixed" else args.mode
             episode = generate_episode(task, kinematics, mode, args.seed + i, args.steps)
+            contact.append(episode.pop("contact_fraction"))
             write_episode(episode_path(args.out, i), overwrite=args.overwrite, **episode)
             frames += args.steps
     elapsed = time.perf_counter() - start
     print(f"generated {len(todo)} episode(s), {frames} frames in {elapsed:.1f} s "
-          f"({frames / elapsed:.2f} frames/s)")
+          f"({frames / elapsed:.2f} frames/s); no episode meets the grasp criterion; "
+          f"hand-object contact in {100 * np.mean(contact):.1f}% of frames")
     return 0
 
 

@@ -18,7 +18,6 @@ from dexwm_ros.core.kinematics import (
 )
 from dexwm_ros.sim import make_task
 from dexwm_ros.sim.scene import CAMERA_NAME
-from dexwm_ros.sim.tasks import CONSECUTIVE_STEPS, HAND_CLOSED, HAND_PRESHAPE
 
 
 @pytest.fixture(scope="module")
@@ -107,65 +106,14 @@ def test_render_shape_and_determinism_per_seed(reach):
 
 def test_step_clips_and_validates(reach):
     reach.reset(1)
+    start = reach.time
     reach.step(np.full(23, 100.0))
     np.testing.assert_allclose(reach.joint_targets(), reach.upper)
-    assert reach.time == pytest.approx(0.2)
+    assert reach.time - start == pytest.approx(0.2)
     with pytest.raises(ValueError, match="23"):
         reach.step(np.zeros(7))
     with pytest.raises(ValueError, match="NaN"):
         reach.step(np.full(23, np.nan))
-
-
-def test_reach_success_and_failure(reach):
-    reach.reset(1)
-    start = reach.joint_positions()
-    for _ in range(CONSECUTIVE_STEPS + 3):
-        reach.step(start)
-    assert not reach.success() and reach.status()["consecutive"] == 0
-    reach.reset(1)
-    for i in range(CONSECUTIVE_STEPS + 3):
-        reach.step(reach.goal_joint_positions)
-        if i < CONSECUTIVE_STEPS - 1:
-            assert not reach.success()
-    status = reach.status()
-    assert reach.success() and status["keypoint_distance"] < 0.01
-
-
-def test_grasp_success_and_failure():
-    with make_task("grasp", seed=3) as task:  # seed 3: the red box
-        k = task.target_object
-        for _ in range(CONSECUTIVE_STEPS + 2):
-            task.step(task.joint_positions())
-        assert not task.success() and not task.status()["contact"]
-        task.reset(3)
-        script = [(task.grasp_joint_positions(k, hand=HAND_PRESHAPE, lift=0.12), 3),
-                  (task.grasp_joint_positions(k, hand=HAND_PRESHAPE), 3),
-                  (task.grasp_joint_positions(k, hand=HAND_CLOSED), CONSECUTIVE_STEPS + 2)]
-        for q, n in script:
-            for _ in range(n):
-                task.step(q)
-        status = task.status()
-        assert status["contact"] and status["wrist_object_distance"] < 0.2
-        assert task.success()
-
-
-def test_place_success_and_failure():
-    with make_task("place", seed=4) as task:
-        hold = task.joint_positions()
-        for _ in range(CONSECUTIVE_STEPS + 2):
-            task.step(hold)
-        assert not task.success()
-        assert task.status()["object_goal_distance"] > 0.1
-        # Scripted success: the object is moved to its goal (kinematically) and rests there.
-        k = task.target_object
-        positions = task.object_positions.copy()
-        positions[k] = task.goal_object_position
-        task._set_objects(task.data, positions, task.object_yaws)
-        mujoco.mj_forward(task.model, task.data)
-        for _ in range(CONSECUTIVE_STEPS):
-            assert not task.success()
-            task.step(hold)
-        assert task.success() and task.status()["object_goal_distance"] < 0.1
 
 
 def test_unknown_names_and_missing_robocasa():
@@ -174,5 +122,5 @@ def test_unknown_names_and_missing_robocasa():
     with pytest.raises(ValueError, match="unknown backend"):
         make_task("reach", backend="isaac")
     if "robocasa" not in sys.modules and importlib.util.find_spec("robocasa") is None:
-        with pytest.raises(RuntimeError, match="pip install robocasa"):
+        with pytest.raises(RuntimeError, match="RoboCasa"):
             make_task("reach", backend="robocasa")
