@@ -21,6 +21,8 @@ class DataConfig:
     window_s: float = 4.0
     segments: int = 10
     augment: bool = True
+    # actions the predictor is trained on: keypoint_delta (DexWM) or rigid_body (DexAC sec. 4.3)
+    action_representation: str = "keypoint_delta"
     num_workers: int = 0  # DataLoader processes decoding video (on the fly) or reading the cache
     prefetch_factor: int = 4  # batches each worker prepares ahead (with num_workers > 0)
 
@@ -48,6 +50,9 @@ class ModelConfig:
     init_from: str | None = None  # WorldModel directory (fine-tuning, keypoint-head training)
     keypoint_head: dict = field(default_factory=dict)  # extra KeypointHead arguments
     decoder: dict = field(default_factory=dict)  # LatentDecoderConfig fields
+    # DexAC PredictorConfig fields (action_tokenizer, local_refinement, global_modulation, ...)
+    action_conditioning: dict = field(default_factory=dict)
+    action_normalization: bool = True  # per-dimension mean/std from the training data
 
 
 @dataclass

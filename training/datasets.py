@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dexwm_ros.core.actions import WRIST_AND_TIPS, build_actions
+from dexwm_ros.core.actions import WRIST_AND_TIPS, build_actions, build_rigid_actions
 from training.augment import AugmentConfig, apply_augmentation, sample_params
 from training.episodes import DroidEpisode, EgoDexEpisode, Episode, SimEpisode
 from training.robocasa_data import robocasa_episodes
@@ -106,8 +106,14 @@ def project_keypoints(points_world: np.ndarray, camera_to_world: np.ndarray,
 
 
 def clip_actions(keypoints: np.ndarray, camera_to_world: np.ndarray,
-                 hands: tuple[bool, bool]) -> np.ndarray:
-    """``(S - 1, 132)`` actions of a clip; rows of an absent hand are zero."""
+                 hands: tuple[bool, bool], representation: str = "keypoint_delta") -> np.ndarray:
+    """``(S - 1, 132)`` actions of a clip; rows of an absent hand are zero. With
+    ``representation="rigid_body"`` the ``(S - 1, 57)`` ``build_rigid_actions`` instead."""
+    if representation == "rigid_body":
+        return build_rigid_actions(torch.from_numpy(keypoints), torch.from_numpy(camera_to_world),
+                                   hands).numpy()
+    if representation != "keypoint_delta":
+        raise ValueError(f"unknown action representation {representation!r}")
     actions = build_actions(torch.from_numpy(keypoints), torch.from_numpy(camera_to_world))
     actions = actions.numpy().reshape(len(keypoints) - 1, 44, 3).copy()
     for present, rows in zip(hands, (slice(0, 21), slice(21, 42)), strict=True):
@@ -134,6 +140,7 @@ class ClipDatasetConfig:
     sampling: ClipSampling = field(default_factory=ClipSampling)
     augment: AugmentConfig | None = None
     seed: int = 0
+    action_representation: str = "keypoint_delta"
 
 
 class ClipDataset(Dataset):
@@ -191,7 +198,8 @@ class ClipDataset(Dataset):
         pixels, visible = project_keypoints(keypoints[:, HEATMAP_ROWS], poses,
                                             episode.intrinsics, valid[:, HEATMAP_ROWS])
         sample = {
-            "actions": torch.from_numpy(clip_actions(keypoints, poses, episode.hands)).float(),
+            "actions": torch.from_numpy(clip_actions(
+                keypoints, poses, episode.hands, self.config.action_representation)).float(),
             "keypoint_pixels": torch.from_numpy(pixels).float(),
             "keypoint_visible": torch.from_numpy(visible),
             "frame_indices": torch.from_numpy(source),

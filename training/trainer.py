@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from dexwm_ros.core.actions import ActionNormalizer
+from dexwm_ros.core.actions import ACTION_REPRESENTATIONS, ActionNormalizer
 from dexwm_ros.core.checkpoint import save_json
 from dexwm_ros.core.encoder import build_encoder
 from dexwm_ros.core.keypoint_head import KeypointHead, gaussian_heatmaps
@@ -210,7 +210,8 @@ class Trainer:
                                 segments=d.segments)
         dataset_config = ClipDatasetConfig(sampling=sampling,
                                            augment=AugmentConfig() if augment else None,
-                                           seed=self.config.seed)
+                                           seed=self.config.seed,
+                                           action_representation=d.action_representation)
         want_frames = cache is None or self.config.mode == "decoder"
         return ClipDataset(specs, dataset_config, cache=cache, frames=want_frames)
 
@@ -243,11 +244,17 @@ class Trainer:
         else:
             predictor = CDiTPredictor(PredictorConfig.from_preset(
                 c.model.preset, latent_dim=self.encoder.dim,
-                num_patches=self.encoder.num_patches, num_slots=c.data.num_context))
+                num_patches=self.encoder.num_patches, num_slots=c.data.num_context,
+                action_representation=c.data.action_representation,
+                **c.model.action_conditioning))
             head = KeypointHead(self.encoder.dim, **c.model.keypoint_head)
-            if mode != "keypoint_head":
+            if mode != "keypoint_head" and c.model.action_normalization:
                 mean, std = self.action_statistics()
                 predictor.set_action_normalization(mean, std)
+        if predictor.config.action_representation != c.data.action_representation:
+            raise ValueError(f"the predictor takes {predictor.config.action_representation} "
+                             f"actions, data.action_representation is "
+                             f"{c.data.action_representation}")
         if mode == "keypoint_head":
             predictor.requires_grad_(False)
         return Objective(mode, predictor, head, None, c.loss)
@@ -258,7 +265,8 @@ class Trainer:
         stride = max(1, len(self.dataset) // max_clips)
         plain = self._dataset(self.config.data.datasets, None, augment=False)
         plain.return_frames = False
-        normalizer = ActionNormalizer()
+        representation = self.config.data.action_representation
+        normalizer = ActionNormalizer(ACTION_REPRESENTATIONS[representation])
         for i in range(0, len(plain), stride):
             normalizer.update(plain[(0, i)]["actions"])
         return normalizer.mean, normalizer.std

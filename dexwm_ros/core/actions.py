@@ -292,8 +292,9 @@ def finger_joint_angles(keypoints: torch.Tensor) -> torch.Tensor:
     index, middle, ring and little, the angle between consecutive bones at the knuckle, the
     intermediate base and the intermediate tip (0 = straight). Zero-length bones give 0.
 
-    DROID's dummy gripper hand is collinear, so its angles only take the values 0 and pi (they
-    switch once the gripper is more than 2/3 closed): a coarse open/closed signal."""
+    DROID's dummy gripper fingers are straight rays, so their angles are 0 when open and pi
+    where the closed radii fold back: the displacements carry the open/close switch. Its wrist
+    frame ignores the gripper's orientation, like ``droid_gripper_keypoints``."""
     _check_last("keypoints", keypoints, (NUM_HAND_KEYPOINTS, 3))
     chains = keypoints[..., torch.tensor(_FINGER_CHAINS), :]  # (..., 5, 5, 3)
     bones = chains[..., 1:, :] - chains[..., :-1, :]  # (..., 5, 4, 3)

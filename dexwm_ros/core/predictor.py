@@ -24,6 +24,12 @@ Paper section 3.2 and appendix A.2 (Table 5); DESIGN.md section 3. Layout:
   not been compared on training runs here.
 * Final layer: LayerNorm, adaLN shift/scale, Linear; adaLN and the final Linear start at zero.
   Input/output projections map the encoder width to the predictor width when they differ.
+* Action conditioning options (``action_conditioning``; all off by default, which is the
+  paper's adaLN on the flat action): structured action tokens with local refinement (each
+  block's latent tokens also cross-attend to their slot's action tokens, after the
+  self-attention) and/or global modulation (a learned query's summary of the action tokens is
+  the adaLN input instead of the action vector). ``action_representation`` names what the
+  actions are (``actions.ACTION_REPRESENTATIONS``) and fixes ``action_dim``.
 
 Because the model is block-causal, keys/values of earlier slots never change when later slots
 are appended. ``score_candidates`` exploits that: the keys/values of the shared context are
@@ -39,7 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dexwm_ros.core.actions import ACTION_DIM
+from dexwm_ros.core.action_conditioning import ActionConditioner, LocalRefinement
+from dexwm_ros.core.actions import ACTION_REPRESENTATIONS
 
 NUM_MODULATION_CHUNKS = 11
 
@@ -56,7 +63,13 @@ PREDICTOR_PRESETS: dict[str, dict[str, int]] = {
 
 @dataclass
 class PredictorConfig:
-    """Size of a ``CDiTPredictor``; ``preset`` is informational (``"custom"`` if hand-made)."""
+    """Size and options of a ``CDiTPredictor``; ``preset`` is informational (``"custom"`` if
+    hand-made). ``action_dim`` defaults to the width of ``action_representation``.
+
+    DexAC switches: ``action_tokenizer`` (structured per-dimension action tokens over the last
+    ``action_window`` actions, width ``action_token_dim``), ``local_refinement`` and
+    ``global_modulation`` (both need the tokenizer, and the tokenizer needs one of them);
+    ``action_token_heads`` heads for the global query."""
 
     preset: str
     latent_dim: int
@@ -66,11 +79,28 @@ class PredictorConfig:
     heads: int
     mlp_ratio: float = 2.0
     num_slots: int = 9
-    action_dim: int = ACTION_DIM
+    action_representation: str = "keypoint_delta"
+    action_dim: int | None = None
+    action_tokenizer: bool = False
+    local_refinement: bool = False
+    global_modulation: bool = False
+    action_token_dim: int = 64
+    action_window: int = 1
+    action_token_heads: int = 4
 
     def __post_init__(self) -> None:
+        if self.action_representation not in ACTION_REPRESENTATIONS:
+            raise ValueError(f"PredictorConfig.action_representation must be one of "
+                             f"{sorted(ACTION_REPRESENTATIONS)}, got "
+                             f"{self.action_representation!r}")
+        width = ACTION_REPRESENTATIONS[self.action_representation]
+        if self.action_dim is None:
+            self.action_dim = width
+        if self.action_dim != width:
+            raise ValueError(f"PredictorConfig.action_dim {self.action_dim!r} does not match "
+                             f"action_representation {self.action_representation!r} ({width})")
         for name in ("latent_dim", "num_patches", "dim", "depth", "heads", "num_slots",
-                     "action_dim"):
+                     "action_token_dim", "action_window", "action_token_heads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"PredictorConfig.{name} must be a positive int, got {value!r}")
@@ -78,6 +108,20 @@ class PredictorConfig:
             raise ValueError(f"PredictorConfig: dim {self.dim} not divisible by heads {self.heads}")
         if not self.mlp_ratio > 0:
             raise ValueError(f"PredictorConfig.mlp_ratio must be > 0, got {self.mlp_ratio!r}")
+        for name in ("action_tokenizer", "local_refinement", "global_modulation"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"PredictorConfig.{name} must be a bool, "
+                                 f"got {getattr(self, name)!r}")
+        uses_tokens = self.local_refinement or self.global_modulation
+        if uses_tokens and not self.action_tokenizer:
+            raise ValueError("PredictorConfig: local_refinement and global_modulation need "
+                             "action_tokenizer: true")
+        if self.action_tokenizer and not uses_tokens:
+            raise ValueError("PredictorConfig: action_tokenizer needs local_refinement or "
+                             "global_modulation (nothing else reads the action tokens)")
+        if self.action_token_dim % self.action_token_heads:
+            raise ValueError(f"PredictorConfig: action_token_dim {self.action_token_dim} not "
+                             f"divisible by action_token_heads {self.action_token_heads}")
 
     @classmethod
     def from_preset(cls, name: str, latent_dim: int = 1024, num_patches: int = 448,
@@ -125,7 +169,8 @@ class CDiTBlock(nn.Module):
     """One predictor block. Works on tensors shaped ``(..., P, D)`` with modulation
     ``(..., 1, D)`` so the same code serves whole sequences and single slots."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, action_dim: int):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, adaln_dim: int,
+                 local_refinement: LocalRefinement | None = None):
         super().__init__()
         self.dim, self.heads = dim, heads
         self.norm_sa = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
@@ -140,11 +185,16 @@ class CDiTBlock(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"),
                                  nn.Linear(hidden, dim))
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(action_dim, NUM_MODULATION_CHUNKS * dim))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(adaln_dim, NUM_MODULATION_CHUNKS * dim))
+        self.local = local_refinement
 
-    def modulation(self, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(..., action_dim) -> 11 tensors (..., 1, D)."""
-        return self.ada(actions).unsqueeze(-2).chunk(NUM_MODULATION_CHUNKS, dim=-1)
+    def modulation(self, conditioning: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(..., adaln_dim) -> 11 tensors (..., 1, D)."""
+        return self.ada(conditioning).unsqueeze(-2).chunk(NUM_MODULATION_CHUNKS, dim=-1)
+
+    def refine(self, x: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
+        """Local refinement by the slot's action tokens ``(..., A, Dt)`` (identity without)."""
+        return x if self.local is None else x + self.local(x, tokens)
 
     def self_attention(self, x: torch.Tensor, mod: tuple[torch.Tensor, ...]) -> torch.Tensor:
         shift, scale, gate = mod[0:3]
@@ -173,14 +223,14 @@ class CDiTBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    def __init__(self, dim: int, action_dim: int):
+    def __init__(self, dim: int, adaln_dim: int):
         super().__init__()
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(action_dim, 2 * dim))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(adaln_dim, 2 * dim))
         self.linear = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.ada(actions).unsqueeze(-2).chunk(2, dim=-1)
+    def forward(self, x: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.ada(conditioning).unsqueeze(-2).chunk(2, dim=-1)
         return self.linear(_modulate(self.norm(x), shift, scale))
 
 
@@ -199,28 +249,39 @@ class CDiTPredictor(nn.Module):
         self.output_proj = (nn.Linear(c.dim, c.latent_dim) if c.latent_dim != c.dim
                             else nn.Identity())
         self.pos_embed = nn.Parameter(torch.zeros(c.num_slots, c.num_patches, c.dim))
+        self.conditioner = ActionConditioner(
+            c.action_dim, c.action_tokenizer, c.local_refinement, c.global_modulation,
+            c.action_token_dim, c.action_window, c.action_token_heads)
+        adaln_dim = self.conditioner.adaln_dim
         self.blocks = nn.ModuleList(
-            CDiTBlock(c.dim, c.heads, c.mlp_ratio, c.action_dim) for _ in range(c.depth))
-        self.final = FinalLayer(c.dim, c.action_dim)
+            CDiTBlock(c.dim, c.heads, c.mlp_ratio, adaln_dim,
+                      LocalRefinement(c.dim, c.action_token_dim, c.heads)
+                      if c.local_refinement else None)
+            for _ in range(c.depth))
+        self.final = FinalLayer(c.dim, adaln_dim)
         self.register_buffer("action_mean", torch.zeros(c.action_dim))
         self.register_buffer("action_std", torch.ones(c.action_dim))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """DiT initialisation: Xavier linears, N(0, 0.02) positions, adaLN and the final
-        Linear at zero (adaLN-Zero, DESIGN section 3)."""
+        Linear at zero (adaLN-Zero, DESIGN section 3); local-refinement output projections at
+        zero too, so every DexAC branch starts as the identity."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
         nn.init.normal_(self.pos_embed, std=0.02)
+        self.conditioner.reset_parameters()
         for layer in self.zero_initialized_layers():
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
     def zero_initialized_layers(self) -> list[nn.Linear]:
-        """The adaLN modulation Linears and the final Linear (zero at initialisation)."""
-        return [b.ada[1] for b in self.blocks] + [self.final.ada[1], self.final.linear]
+        """The adaLN modulation Linears, the local-refinement output projections and the final
+        Linear (zero at initialisation)."""
+        local = [b.local.proj for b in self.blocks if b.local is not None]
+        return [b.ada[1] for b in self.blocks] + local + [self.final.ada[1], self.final.linear]
 
     # ------------------------------------------------------------------ actions
     def set_action_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -275,18 +336,20 @@ class CDiTPredictor(nn.Module):
             raise ValueError(f"sequence length {slots} must be in [1, {c.num_slots}]")
         in_dtype, dtype = latents.dtype, self.pos_embed.dtype
         latents = latents.to(dtype)
-        actions = self._normalize(actions)
-        return self.output_proj(self.final(self._run_slots(latents, actions), actions)).to(in_dtype)
+        conditioning, tokens = self.conditioner(self._normalize(actions))
+        x = self._run_slots(latents, conditioning, tokens)
+        return self.output_proj(self.final(x, conditioning)).to(in_dtype)
 
-    def _run_slots(self, latents: torch.Tensor, actions: torch.Tensor,
-                   cache: KVList | None = None) -> torch.Tensor:
-        """Blocks over whole sequences (B, S, P, Dl) with normalised actions (B, S, A);
-        with ``cache`` also append every block's keys/values (B, H, S*P, Dh) to it."""
+    def _run_slots(self, latents: torch.Tensor, conditioning: torch.Tensor,
+                   tokens: torch.Tensor | None, cache: KVList | None = None) -> torch.Tensor:
+        """Blocks over whole sequences (B, S, P, Dl) with the conditioner's adaLN input
+        (B, S, C) and action tokens (B, S, A, Dt) or None; with ``cache`` also append every
+        block's keys/values (B, H, S*P, Dh) to it."""
         slots = latents.shape[1]
         x = self.input_proj(latents) + self.pos_embed[:slots]
         for block in self.blocks:
-            mod = block.modulation(actions)  # each (B, S, 1, D)
-            x = block.self_attention(x, mod)
+            mod = block.modulation(conditioning)  # each (B, S, 1, D)
+            x = block.refine(block.self_attention(x, mod), tokens)
             q, k, v = block.query_and_keys(x, mod)  # (B, S, H, P, Dh)
             k, v = k.transpose(1, 2).flatten(2, 3), v.transpose(1, 2).flatten(2, 3)
             if cache is not None:
@@ -382,7 +445,8 @@ class CDiTPredictor(nn.Module):
         context_latents = context_latents.to(self.pos_embed.dtype)
         with self._autocast(autocast, context_latents.device):
             shared = self._encode_shared_context(context_latents[:-1], context_actions)
-            outputs = [self._rollout_from_cache(shared, context_latents[-1], chunk)
+            outputs = [self._rollout_from_cache(shared, context_latents[-1], context_actions,
+                                                chunk)
                        for chunk in candidate_actions.split(chunk_size)]
         return torch.cat(outputs).to(out_dtype)
 
@@ -399,32 +463,39 @@ class CDiTPredictor(nn.Module):
         """Run context slots 0..C-2 once (batch 1); return their per-block keys/values."""
         cache: KVList = []
         if latents.shape[0] > 0:
-            self._run_slots(latents[None], self._normalize(actions)[None],
-                            cache)
+            conditioning, tokens = self.conditioner(self._normalize(actions)[None])
+            self._run_slots(latents[None], conditioning, tokens, cache)
         return cache
 
     def _rollout_from_cache(self, shared: KVList, last_context: torch.Tensor,
-                            actions: torch.Tensor) -> torch.Tensor:
+                            context_actions: torch.Tensor, actions: torch.Tensor
+                            ) -> torch.Tensor:
         """Candidates ``actions`` (n, T, A) continue from the cached shared context.
 
         Per block, one key/value buffer (n, H, L_shared + (T-1) P, Dh) is filled with the
-        shared context once and then with each candidate's own slots as they are computed."""
+        shared context once and then with each candidate's own slots as they are computed.
+        The conditioning is computed over context + candidate actions (the tokenizer's window
+        reaches back into the context), then the candidate slots' part is used."""
         n, horizon = actions.shape[:2]
         per_slot = self.config.num_patches
         shared_len = shared[0][0].shape[2] if shared else 0
         first_slot = shared_len // per_slot
         total_len = shared_len + (horizon - 1) * per_slot
         buffers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.blocks)
-        actions = self._normalize(actions)
+        sequence = torch.cat([context_actions.expand(n, -1, -1), actions], dim=1)
+        conditioning, tokens = self.conditioner(self._normalize(sequence))
+        conditioning = conditioning[:, first_slot:]
+        tokens = None if tokens is None else tokens[:, first_slot:]
         frame = last_context.expand(n, -1, -1)
         outputs = []
         for step in range(horizon):
-            act = actions[:, step]
+            cond = conditioning[:, step]
+            slot_tokens = None if tokens is None else tokens[:, step]
             x = self.input_proj(frame) + self.pos_embed[first_slot + step]
             known = shared_len + step * per_slot  # keys/values visible to this slot
             for i, block in enumerate(self.blocks):
-                mod = block.modulation(act)  # each (n, 1, D)
-                x = block.self_attention(x, mod)
+                mod = block.modulation(cond)  # each (n, 1, D)
+                x = block.refine(block.self_attention(x, mod), slot_tokens)
                 q, k, v = block.query_and_keys(x, mod)
                 if buffers[i] is None and total_len > 0:
                     kbuf = k.new_empty(n, k.shape[1], total_len, k.shape[3])
@@ -443,6 +514,6 @@ class CDiTPredictor(nn.Module):
                     kbuf[:, :, known:known + per_slot] = k
                     vbuf[:, :, known:known + per_slot] = v
                 x = block.mlp_update(x, mod)
-            frame = self.output_proj(self.final(x, act))
+            frame = self.output_proj(self.final(x, cond))
             outputs.append(frame)
         return torch.stack(outputs, dim=1)

@@ -2,7 +2,8 @@
 
 A world model directory holds ``model.safetensors`` (tensors ``predictor.*`` and
 ``keypoint_head.*``, including the predictor's action-normalisation buffers) and ``config.json``
-(format version, predictor config, keypoint-head config, encoder name/backend/preprocessing).
+(format version, predictor config with its action representation and action-conditioning
+options, keypoint-head config, encoder name/backend/preprocessing).
 The encoder itself is frozen and not stored: build it with ``encoder.build_encoder`` from the
 recorded backend and your local weights, and check ``encoder.name`` against ``encoder_name``.
 """
@@ -51,6 +52,12 @@ class WorldModel(nn.Module):
         self.encoder_backend = encoder_backend
         self.preprocessing = (dict(preprocessing) if preprocessing is not None
                               else preprocessing_info(encoder_backend))
+
+    @property
+    def action_representation(self) -> str:
+        """What the predictor's actions are (``actions.ACTION_REPRESENTATIONS``); planners
+        compute candidate actions with ``actions.robot_hand_actions`` in it."""
+        return self.predictor.config.action_representation
 
     def config(self) -> dict:
         action_normalized = bool((self.predictor.action_mean != 0).any()
@@ -114,17 +121,18 @@ class WorldModel(nn.Module):
 
 
 def build_tiny_world_model(seed: int = 0, encoder_dim: int = TINY_ENCODER_DIM,
-                           with_keypoint_head: bool = True, zero_init: bool = False
-                           ) -> WorldModel:
+                           with_keypoint_head: bool = True, zero_init: bool = False,
+                           **predictor_options) -> WorldModel:
     """Small randomly initialised (untrained) world model for tests and demos, matching
     ``build_encoder("tiny")`` (16x28 patches of ``encoder_dim``). Same seed, same weights;
     the global RNG is left untouched. Unless ``zero_init``, the adaLN-Zero layers get small
     random weights too, so predictions depend on latents and actions (a zero-initialised
-    predictor outputs zeros)."""
+    predictor outputs zeros). ``predictor_options`` are further ``PredictorConfig`` fields
+    (action representation, DexAC switches)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        predictor = CDiTPredictor(PredictorConfig.from_preset("tiny", latent_dim=encoder_dim,
-                                                              num_patches=448))
+        predictor = CDiTPredictor(PredictorConfig.from_preset(
+            "tiny", latent_dim=encoder_dim, num_patches=448, **predictor_options))
         if not zero_init:
             for layer in predictor.zero_initialized_layers():
                 nn.init.normal_(layer.weight, std=0.05)
