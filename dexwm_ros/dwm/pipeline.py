@@ -85,8 +85,11 @@ class DWMPipeline:
     # ------------------------------------------------------------------ conditions
     def check_video_size(self, num_frames: int, height: int, width: int) -> None:
         step = self.spatial_factor * self.transformer.config.patch_size
-        if (num_frames - 1) % self.temporal_factor:
-            raise ValueError(f"{num_frames} frames: the VAE needs 1 + {self.temporal_factor}k")
+        # The CogVideoX VAE decodes latent frames in pairs after a first triple, so an odd
+        # number of latent frames: 1 + 2 * temporal_factor * m video frames (49 = 1 + 8 * 6).
+        frames_step = 2 * self.temporal_factor
+        if num_frames < 1 or (num_frames - 1) % frames_step:
+            raise ValueError(f"{num_frames} frames: the CogVideoX VAE needs 1 + {frames_step}m")
         if height % step or width % step:
             raise ValueError(f"{height}x{width}: height and width must be multiples of {step}")
 

@@ -13,7 +13,7 @@ import torch
 
 from dexwm_ros.dwm.model import inpainting_channels
 
-#: Video size the tiny models are made for: frames (1 + 4k), height, width.
+#: Video size the tiny models are made for: frames (1 + 8m), height, width.
 TINY_VIDEO = (9, 32, 48)
 TINY_LATENT_CHANNELS = 4
 _PROMPTS = ("a robot hand grasps the red box on the table", "the hand opens and closes",

@@ -145,14 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, default=8.0,
                         help="frame rate of the videos and control rate of generated episodes "
                              "(CogVideoX: 8)")
-    parser.add_argument("--frames", type=int, default=49, help="frames per video (1 + 4k)")
+    parser.add_argument("--frames", type=int, default=49, help="frames per video (1 + 8m)")
     parser.add_argument("--height", type=int, default=480, help="video height")
     parser.add_argument("--width", type=int, default=720, help="video width")
     parser.add_argument("--prompt", help="prompt for every sample (default: by episode mode)")
     parser.add_argument("--overwrite", action="store_true", help="redo finished samples")
     args = parser.parse_args(argv)
-    if (args.frames - 1) % 4:
-        parser.error("--frames must be 1 + 4k (CogVideoX VAE)")
+    if args.frames < 1 or (args.frames - 1) % 8:
+        parser.error("--frames must be 1 + 8m (CogVideoX VAE)")
 
     from tqdm import tqdm
 

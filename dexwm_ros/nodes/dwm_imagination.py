@@ -80,7 +80,7 @@ class DwmImaginationNode(Node):
                              "says 0", low=1, high=1000)
         self.guidance = declare(self, "guidance_scale", 6.0, "text classifier-free guidance "
                                 "when the goal says 0 (1 = off)", low=1.0, high=30.0)
-        self.num_frames = declare(self, "num_frames", 49, "frames per video (1 + 4k)", low=1,
+        self.num_frames = declare(self, "num_frames", 49, "frames per video (1 + 8m)", low=1,
                                   high=257, read_only=True)
         self.height = declare(self, "height", 480, "video height (pixels)", low=16, high=2048,
                               read_only=True)
