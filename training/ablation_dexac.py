@@ -169,7 +169,7 @@ def summarize(metrics: dict[str, torch.Tensor], hz: float) -> dict:
     for seconds in HORIZONS_S:
         step = int(round(seconds * hz)) - 1
         if step >= metrics["l2"].shape[1]:
-            raise ValueError(f"horizon {seconds} s needs {step + 1} predictions at {hz} Hz")
+            raise ValueError(f"horizon {seconds:g} s needs {step + 1} predictions at {hz:g} Hz")
         entry = {"overall": at(step, everyone)}
         for index, group in enumerate(GROUPS):
             entry[group] = at(step, metrics["group"][:, step] == index)
