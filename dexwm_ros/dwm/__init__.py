@@ -10,5 +10,6 @@ planned joint trajectory and a text prompt, it generates the interaction video.
 Modules: ``model`` (widening, LoRA weights, tiny test models), ``loading`` (local base-model
 directory), ``pipeline`` (inference), ``robot_inputs`` (static-scene and hand-only videos),
 ``triplets`` (training data from the simulator), ``train`` (LoRA training), ``metrics``
-(PSNR, SSIM, LPIPS, DreamSim). Needs the ``dwm`` extra (diffusers, peft).
+(PSNR, SSIM, LPIPS, DreamSim), ``tiny`` (small random models for tests). Needs the ``dwm``
+extra (diffusers, peft).
 """

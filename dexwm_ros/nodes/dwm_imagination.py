@@ -76,25 +76,22 @@ class DwmImaginationNode(Node):
         slicing = declare(self, "vae_slicing", True, "VAE: one video at a time", read_only=True)
         tiling = declare(self, "vae_tiling", False, "VAE: spatial tiles (saves GPU memory)",
                          read_only=True)
-        self.steps = declare(self, "num_inference_steps", 50, "denoising steps when the goal "
-                             "says 0", low=1, high=1000)
-        self.guidance = declare(self, "guidance_scale", 6.0, "text classifier-free guidance "
-                                "when the goal says 0 (1 = off)", low=1.0, high=30.0)
+        declare(self, "num_inference_steps", 50, "denoising steps when the goal says 0",
+                low=1, high=1000)
+        declare(self, "guidance_scale", 6.0, "text classifier-free guidance when the goal says "
+                "0 (1 = off)", low=1.0, high=30.0)
         self.num_frames = declare(self, "num_frames", 49, "frames per video (1 + 8m)", low=1,
                                   high=257, read_only=True)
         self.height = declare(self, "height", 480, "video height (pixels)", low=16, high=2048,
                               read_only=True)
         self.width = declare(self, "width", 720, "video width (pixels)", low=16, high=2048,
                              read_only=True)
-        self.fps = declare(self, "fps", 8.0, "frame rate of the written mp4", low=1.0,
-                           high=120.0)
-        self.prompt = declare(self, "prompt", "a robot hand manipulates objects on a table",
-                              "prompt when the goal gives none")
-        self.negative_prompt = declare(self, "negative_prompt", "",
-                                       "prompt of the unconditional guidance pass")
-        self.seed = declare(self, "seed", 0, "noise seed", low=0, high=2**31 - 1)
-        self.output_dir = Path(declare(self, "output_dir", "dwm_videos",
-                                       "directory of the written mp4 files"))
+        declare(self, "fps", 8.0, "frame rate of the written mp4", low=1.0, high=120.0)
+        declare(self, "prompt", "a robot hand manipulates objects on a table",
+                "prompt when the goal gives none")
+        declare(self, "negative_prompt", "", "prompt of the unconditional guidance pass")
+        declare(self, "seed", 0, "noise seed", low=0, high=2**31 - 1)
+        declare(self, "output_dir", "dwm_videos", "directory of the written mp4 files")
         image_topic = declare(self, "image_topic", "image", "camera image topic",
                               read_only=True)
         plan_topic = declare(self, "plan_topic", "planned_trajectory",
@@ -140,6 +137,10 @@ class DwmImaginationNode(Node):
             callback_group=ReentrantCallbackGroup())
         self.get_logger().info(f"DWM ready: {self.num_frames} frames {self.width}x{self.height}"
                                f" on {device} ({dtype})")
+
+    def param(self, name: str):
+        """Current value of a parameter that may change between goals."""
+        return self.get_parameter(name).value
 
     def _on_image(self, msg: Image) -> None:
         self.latest_image = msg
@@ -206,9 +207,10 @@ class DwmImaginationNode(Node):
         from dexwm_ros.dwm.robot_inputs import static_scene_video
 
         static = static_scene_video(rgb, self.num_frames, self.height, self.width)
-        key = (hashlib.sha1(static[0].tobytes()).hexdigest(), prompt, self.negative_prompt)
+        negative = self.param("negative_prompt")
+        key = (hashlib.sha1(static[0].tobytes()).hexdigest(), prompt, negative)
         if key != self.scene_key:
-            self.scene = self.pipeline.prepare_scene(static, prompt, self.negative_prompt)
+            self.scene = self.pipeline.prepare_scene(static, prompt, negative)
             self.scene_key = key
         return self.scene
 
@@ -232,10 +234,10 @@ class DwmImaginationNode(Node):
             raise GoalFailed(RESULT.ERROR_INVALID_GOAL,
                              f"guidance_scale must be 0 (parameter) or >= 1, got "
                              f"{goal.guidance_scale}")
-        steps = goal.num_inference_steps or self.steps
-        guidance = goal.guidance_scale or self.guidance
+        steps = goal.num_inference_steps or self.param("num_inference_steps")
+        guidance = goal.guidance_scale or self.param("guidance_scale")
         hands = self.render_thread.submit(self.hand_videos, plans, *rgb.shape[:2]).result()
-        scene = self.scene_for(rgb, goal.prompt or self.prompt)
+        scene = self.scene_for(rgb, goal.prompt or self.param("prompt"))
         start = time.monotonic()
 
         def on_step(done: int, total: int) -> bool:
@@ -246,7 +248,7 @@ class DwmImaginationNode(Node):
 
         try:
             videos = self.pipeline.imagine(scene, hands, steps=steps, guidance_scale=guidance,
-                                           seed=self.seed, on_step=on_step)
+                                           seed=self.param("seed"), on_step=on_step)
         except ImaginationCancelled as cancel:
             raise GoalFailed(RESULT.ERROR_CANCELED, str(cancel)) from cancel
         return self.publish(videos, image.header.frame_id, bytes(handle.goal_id.uuid).hex()[:8])
@@ -255,13 +257,14 @@ class DwmImaginationNode(Node):
         from training.video import write_video
 
         result = RESULT(num_frames=videos.shape[1])
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        output_dir = Path(self.param("output_dir"))
+        output_dir.mkdir(parents=True, exist_ok=True)
         for k, video in enumerate(videos):
             for frame in video:
                 self.frames_pub.publish(rgb_to_image(frame, self.get_clock().now().to_msg(),
                                                      frame_id))
-            path = self.output_dir / f"imagine_{name}_plan{k}.mp4"
-            write_video(path, video, self.fps)
+            path = output_dir / f"imagine_{name}_plan{k}.mp4"
+            write_video(path, video, self.param("fps"))
             result.video_paths.append(str(path.resolve()))
         return result
 

@@ -83,6 +83,13 @@ def send(node, goal):
     return handle, feedback
 
 
+def test_no_plan_anywhere_is_an_error(client):
+    handle, _ = send(client, Imagine.Goal(image=camera_image()))
+    future = handle.get_result_async()
+    assert spin_until(client, future.done, 30)
+    assert future.result().result.error_code == RESULT.ERROR_NO_PLAN
+
+
 def test_imagine_publishes_frames_and_writes_one_video_per_plan(client):
     client.frames.clear()
     handle, feedback = send(client, Imagine.Goal(plans=[plan(0.3), plan(0.8)],
@@ -100,11 +107,27 @@ def test_imagine_publishes_frames_and_writes_one_video_per_plan(client):
     assert [(f.step, f.total_steps) for f in feedback] == [(1, 2), (2, 2)]
 
 
-def test_goal_errors_are_reported(client):
-    handle, _ = send(client, Imagine.Goal(image=camera_image()))  # no plan anywhere
+def test_an_empty_goal_uses_the_latest_image_and_plan(client):
+    reliable = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE)
+    plans = client.create_publisher(JointTrajectory, "planned_trajectory", reliable)
+    images = client.create_publisher(Image, "image", 1)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (plans.get_subscription_count()
+                                               and images.get_subscription_count()):
+        rclpy.spin_once(client, timeout_sec=0.05)
+    for _ in range(5):  # best-effort images: send a few
+        plans.publish(plan(0.4))
+        images.publish(camera_image())
+        rclpy.spin_once(client, timeout_sec=0.1)
+    handle, _ = send(client, Imagine.Goal())
     future = handle.get_result_async()
-    assert spin_until(client, future.done, 30)
-    assert future.result().result.error_code == RESULT.ERROR_NO_PLAN
+    assert spin_until(client, future.done, 60)
+    result = future.result().result
+    assert result.error_code == RESULT.ERROR_NONE, result.error_msg
+    assert len(result.video_paths) == 1
+
+
+def test_goal_errors_are_reported(client):
     bad = plan(0.3)
     bad.joint_names = bad.joint_names[:-1]
     handle, _ = send(client, Imagine.Goal(plans=[bad], image=camera_image()))

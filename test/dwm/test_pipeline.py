@@ -118,3 +118,13 @@ def test_vae_slicing_and_tiling(tiny_base):
     tiled, whole = saving.encode_video(frame), plain.encode_video(frame)
     assert tiled.shape == whole.shape == (1, 1, 4, 120, 180)
     assert (tiled - whole).abs().mean() < 0.1 * whole.abs().mean()  # blended tile seams
+
+
+def test_dpm_scheduler_runs(tiny_base, tiny_weights):
+    dpm = load_pipeline(tiny_base, dwm_weights=tiny_weights, scheduler="dpm")
+    assert type(dpm.scheduler).__name__ == "CogVideoXDPMScheduler"
+    static, hands = videos(6, batch=2)
+    latents = dpm.imagine(dpm.prepare_scene(static, PROMPT), hands, steps=3, return_latents=True)
+    assert latents.shape == (2, 3, 4, H // 4, W // 4) and torch.isfinite(latents).all()
+    with pytest.raises(ValueError, match="scheduler"):
+        load_pipeline(tiny_base, scheduler="euler")

@@ -1,5 +1,8 @@
 """Simulator triplets (dexwm-dwm-triplets) and LoRA training on them (dexwm-dwm-train)."""
 import json
+import os
+import subprocess
+import sys
 
 import mujoco
 import numpy as np
@@ -31,25 +34,37 @@ def test_episode_triplet_is_aligned_frame_by_frame():
         triplets.episode_triplet(images[:, :32], joints, renderer, 5, 32, 48)
 
 
+ARGS = ["--generate", "2", "--mode", "hand_open_close", "--steps", "9", "--frames", "9",
+        "--height", "32", "--width", "48"]
+
+
+@pytest.fixture(scope="module")
+def triplet_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dwm") / "triplets"
+    assert triplets.main(["--out", str(out), *ARGS]) == 0
+    return out
+
+
+def write_config(path, triplet_dir, run, steps):
+    path.write_text(f"base_model: tiny\ntriplets: {triplet_dir}\noutput: {run}\n"
+                    "lora: {rank: 4, alpha: 4}\nlr: 1.0e-3\nwarmup_steps: 1\nbatch_size: 2\n"
+                    f"steps: {steps}\ncheckpoint_every: 2\n")
+    return path
+
+
 @pytest.mark.slow
-def test_triplet_command_and_resumable_lora_training(tmp_path, capsys):
-    out = tmp_path / "triplets"
-    args = ["--out", str(out), "--generate", "2", "--mode", "hand_open_close", "--steps", "9",
-            "--frames", "9", "--height", "32", "--width", "48"]
-    assert triplets.main(args) == 0
+def test_triplet_command_and_resumable_lora_training(triplet_dir, tmp_path, capsys):
+    out = triplet_dir
     infos = triplets.list_triplets(out)
     assert [i.stem for i in infos] == ["generated_000000", "generated_000001"]
     sample = triplets.read_triplet(infos[0])
     assert {v.shape for v in sample.values()} == {(9, 32, 48, 3)}
     assert "opens and closes" in infos[0].prompt
-    assert triplets.main(args) == 0
+    assert triplets.main(["--out", str(out), *ARGS]) == 0
     assert "2 sample(s) already" in capsys.readouterr().out
 
-    config = tmp_path / "train.yaml"
     run = tmp_path / "run"
-    config.write_text(f"base_model: tiny\ntriplets: {out}\noutput: {run}\n"
-                      "lora: {rank: 4, alpha: 4}\nlr: 1.0e-3\nwarmup_steps: 1\nbatch_size: 2\n"
-                      "steps: 2\ncheckpoint_every: 2\n")
+    config = write_config(tmp_path / "train.yaml", out, run, steps=2)
     assert train.main(["--config", str(config)]) == 0
     assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 2
     assert sorted(p.name for p in (run / "cache").iterdir()) == [
@@ -59,8 +74,7 @@ def test_triplet_command_and_resumable_lora_training(tmp_path, capsys):
     assert [r.split(",")[0] for r in rows] == ["step", "1", "2", "3"]
 
     # The resumed run equals an uninterrupted one.
-    config.write_text(config.read_text().replace(str(run), str(tmp_path / "straight"))
-                      .replace("steps: 2", "steps: 3"))
+    config = write_config(tmp_path / "straight.yaml", out, tmp_path / "straight", steps=3)
     assert train.main(["--config", str(config)]) == 0
     straight = (tmp_path / "straight" / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[2] for r in straight] == [r.split(",")[2] for r in rows]
@@ -71,3 +85,17 @@ def test_triplet_command_and_resumable_lora_training(tmp_path, capsys):
     assert video.shape == (1, 9, 32, 48, 3)
     with pytest.raises(ValueError, match="other settings"):
         train.main(["--config", str(config), "--set", "lr=0.5"])
+
+
+@pytest.mark.slow
+def test_training_runs_data_parallel_under_torchrun(triplet_dir, tmp_path):
+    config = write_config(tmp_path / "train.yaml", triplet_dir, tmp_path / "run", steps=2)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", "-m", "dexwm_ros.dwm.train", "--config", str(config)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["step", "1", "2"]  # written once, by rank 0
+    pipeline = load_pipeline(tmp_path / "run" / "tiny_base", dwm_weights=tmp_path / "run" / "dwm")
+    assert pipeline.transformer.config.in_channels == 13
