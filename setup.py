@@ -74,6 +74,7 @@ setup(
             "dexwm-dwm-triplets = dexwm_ros.dwm.triplets:main",
             "dexwm-dwm-train = dexwm_ros.dwm.train:main",
             "dexwm-dwm-metrics = dexwm_ros.dwm.metrics:main",
+            "dexwm-dwm-import = dexwm_ros.dwm.released:main",
         ],
     },
 )

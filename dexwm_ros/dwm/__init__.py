@@ -7,9 +7,9 @@ CogVideoX), the added weights starting at zero, and fine-tuned with LoRA. Given 
 video (for a fixed camera: the current frame repeated), a video of the robot hand alone along a
 planned joint trajectory and a text prompt, it generates the interaction video.
 
-Modules: ``model`` (widening, LoRA weights, tiny test models), ``loading`` (local base-model
-directory), ``pipeline`` (inference), ``robot_inputs`` (static-scene and hand-only videos),
-``triplets`` (training data from the simulator), ``train`` (LoRA training), ``metrics``
-(PSNR, SSIM, LPIPS, DreamSim), ``tiny`` (small random models for tests). Needs the ``dwm``
-extra (diffusers, peft).
+Modules: ``model`` (widening, LoRA weights), ``loading`` (local base-model directory),
+``pipeline`` (inference), ``robot_inputs`` (static-scene and hand-only videos), ``triplets``
+(training data from the simulator), ``train`` (LoRA training), ``metrics`` (PSNR, SSIM, LPIPS,
+DreamSim), ``released`` (import of the authors' checkpoints), ``tiny`` (small random models for
+tests). Needs the ``dwm`` extra (diffusers, peft).
 """

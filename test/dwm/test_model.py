@@ -103,3 +103,28 @@ def test_dwm_weights_errors_name_the_problem(tiny_base, tiny_weights, tmp_path):
         load_dwm_weights(narrow, tiny_weights)
     with pytest.raises(ValueError, match="rank"):
         LoraSettings(rank=0)
+
+
+def test_a_checkpoint_in_the_released_format_imports_to_identical_outputs(
+        tiny_base, tiny_weights, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from dexwm_ros.dwm.released import import_released
+
+    released = tmp_path / "released"  # what the authors' training code writes
+    released.mkdir()
+    save_file(load_file(str(tiny_weights / LORA_FILE)),
+              str(released / "pytorch_lora_weights.safetensors"))
+    projection = load_file(str(tiny_weights / "patch_embed.safetensors"))
+    save_file({f"patch_embed.proj.{k}": v for k, v in projection.items()},
+              str(released / "non_lora_weights.safetensors"))
+    imported = import_released(released, tmp_path / "imported", alpha=4)
+    ours, theirs = (load_pipeline(tiny_base, dwm_weights=w) for w in (tiny_weights, imported))
+    hidden, text, t = random_inputs()
+    noisy, conditions = hidden[:, :, :C], hidden[:, :, C:]
+    with torch.no_grad():
+        assert torch.equal(ours.predict(noisy, conditions, text, t),
+                           theirs.predict(noisy, conditions, text, t))
+    (released / "non_lora_weights.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="non_lora_weights"):
+        import_released(released, tmp_path / "again")
