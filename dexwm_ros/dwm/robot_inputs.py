@@ -61,7 +61,9 @@ class HandVideoRenderer:
 
     Works on any compiled scene that contains the robot (e.g. a task's ``model``): the other
     geoms are moved to a hidden group of a private copy of the model, the shown geoms get the
-    plain colour ``rgba``, sites and the skybox are not drawn, so the background is black.
+    plain colour ``rgba``, sites and the skybox are not drawn, so the background is black. The
+    scene's lights are switched off and a fixed headlight is used, so the hand looks the same
+    whatever scene the model comes from (training triplets vs the robot-only model of the node).
     """
 
     def __init__(self, model, height: int, width: int, camera: str | None = None,
@@ -89,6 +91,12 @@ class HandVideoRenderer:
                 self.model.geom_rgba[geom] = rgba
             else:
                 self.model.geom_group[geom] = _HIDDEN_GROUP
+        self.model.light_active[:] = 0
+        headlight = self.model.vis.headlight
+        headlight.active = 1
+        headlight.ambient[:] = (0.3, 0.3, 0.3)
+        headlight.diffuse[:] = (0.6, 0.6, 0.6)
+        headlight.specular[:] = (0.1, 0.1, 0.1)
         self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, width)
         self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, height)
         self.qpos = np.array([self.model.jnt_qposadr[self.model.joint(name).id]

@@ -61,3 +61,13 @@ def test_trajectory_resampling():
         resample_trajectory([0.0, 0.0], [[0.0], [1.0]], 3)
     with pytest.raises(ValueError, match="NaN"):
         resample_trajectory([0.0, 1.0], [[0.0], [np.nan]], 3)
+
+
+def test_the_hand_looks_the_same_in_any_scene(renderer):
+    """Training triplets render from a task scene, the node from the robot alone."""
+    from dexwm_ros.sim import make_task
+
+    joints = joint_path(3)
+    with make_task("reach", seed=0) as task:
+        with HandVideoRenderer(task.model, 96, 160) as in_scene:
+            assert np.array_equal(in_scene.render(joints), renderer.render(joints))
