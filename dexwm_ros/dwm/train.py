@@ -9,7 +9,8 @@ latent diffusion loss of eq. 3 in the parameterisation of the base model's sched
 ``torchrun --nproc_per_node N -m dexwm_ros.dwm.train --config ...`` trains data-parallel: each
 process takes its share of every global batch and the gradients of the trained tensors are
 averaged. Re-running the same command resumes from ``checkpoints/latest.json`` (same step,
-optimiser state and data order; the noise of step ``s`` is drawn from ``(seed, s, rank)``).
+optimiser state and data order; the noise of sample ``i`` at step ``s`` is drawn from
+``(seed, s, i)``, so the run does not depend on the number of processes or micro-batches).
 A checkpoint's ``dwm/`` folder and the final ``<output>/dwm/`` are DWM weights directories
 that ``load_pipeline(base, dwm_weights=...)`` reads.
 """
@@ -50,6 +51,7 @@ class DWMTrainConfig:
     warmup_steps: int = 100
     max_grad_norm: float = 1.0
     batch_size: int = 8  # global, over all processes
+    micro_batch_size: int = 0  # per process and forward pass (gradient accumulation); 0 = all
     steps: int = 1000
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
@@ -93,13 +95,16 @@ class DWMTrainConfig:
 
 
 def diffusion_loss(pipeline, latents: torch.Tensor, conditions: torch.Tensor,
-                   prompt_embeds: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Eq. 3 of the paper with the scheduler's target (noise or velocity)."""
+                   prompt_embeds: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """Eq. 3 of the paper with the scheduler's target (noise or velocity); sample ``i`` draws
+    its timestep and noise from ``generators[i]``."""
     scheduler = pipeline.scheduler
-    batch = latents.shape[0]
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch,),
-                              generator=generator).to(latents.device)
-    noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
+    if len(generators) != latents.shape[0]:
+        raise ValueError(f"{len(generators)} generators for {latents.shape[0]} samples")
+    timesteps = torch.cat([torch.randint(0, scheduler.config.num_train_timesteps, (1,),
+                                         generator=g) for g in generators]).to(latents.device)
+    noise = torch.stack([torch.randn(latents.shape[1:], generator=g) for g in generators])
+    noise = noise.to(latents.device, latents.dtype)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     prediction = pipeline.predict(noisy, conditions, prompt_embeds, timesteps)
     if scheduler.config.prediction_type == "v_prediction":
@@ -139,6 +144,11 @@ class DWMTrainer:
         if config.batch_size % self.world:
             raise ValueError(f"batch_size {config.batch_size} is not divisible by "
                              f"{self.world} processes")
+        local = config.batch_size // self.world
+        self.micro_batch = config.micro_batch_size or local
+        if local % self.micro_batch:
+            raise ValueError(f"the per-process batch {local} is not divisible by "
+                             f"micro_batch_size {self.micro_batch}")
         self.device = torch.device(config.device)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -209,6 +219,12 @@ class DWMTrainer:
         local = self.config.batch_size // self.world
         return [int(i) for i in chunk[self.rank * local:(self.rank + 1) * local]]
 
+    def generators(self, indices: list[int]) -> list[torch.Generator]:
+        """Noise of sample ``i`` at this step from ``(seed, step, i)``: the same whatever the
+        number of processes or micro-batches."""
+        return [torch.Generator().manual_seed(int(np.random.SeedSequence(
+            [self.config.seed, self.step, i]).generate_state(1)[0])) for i in indices]
+
     def load_batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
         items = [load_tensors(self.cache_path(self.samples[i].stem), device=self.device)
                  for i in indices]
@@ -216,25 +232,28 @@ class DWMTrainer:
         return {name: torch.stack([item[name] for item in items]).to(dtype)
                 for name in items[0]}
 
-    def batch_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator):
+    def batch_loss(self, batch: dict[str, torch.Tensor], generators: list[torch.Generator]):
         """Loss of a cached batch; frozen weights in ``dtype``, trained ones in float32."""
         conditions = self.pipeline.condition_latents(batch["static"], batch["hand"])
         with torch.autocast(self.device.type, dtype=self.pipeline.dtype,
                             enabled=self.pipeline.dtype != torch.float32):
             return diffusion_loss(self.pipeline, batch["interaction"], conditions,
-                                  batch["prompt_embeds"], generator)
+                                  batch["prompt_embeds"], generators)
 
     # -------------------------------------------------------------- training
     def train_step(self) -> dict:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, self.config)
         start = time.perf_counter()
-        batch = self.load_batch(self.batch(self.step))
-        seed = np.random.SeedSequence([self.config.seed, self.step, self.rank])
-        generator = torch.Generator().manual_seed(int(seed.generate_state(1)[0]))
-        loss = self.batch_loss(batch, generator)
+        indices = self.batch(self.step)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = torch.zeros((), device=self.device)
+        for first in range(0, len(indices), self.micro_batch):  # gradient accumulation
+            part = indices[first:first + self.micro_batch]
+            micro = self.batch_loss(self.load_batch(part), self.generators(part))
+            micro = micro * (len(part) / len(indices))
+            micro.backward()
+            loss += micro.detach()
         grads = [p.grad for p in self.parameters.values() if p.grad is not None]
         if self.world > 1:
             for grad in grads:
@@ -243,7 +262,7 @@ class DWMTrainer:
         norm = torch.nn.utils.clip_grad_norm_(list(self.parameters.values()),
                                               self.config.max_grad_norm)
         self.optimizer.step()
-        loss_value = loss.detach()
+        loss_value = loss
         if self.world > 1:
             dist.all_reduce(loss_value)
             loss_value /= self.world
