@@ -77,11 +77,14 @@ def check_base_directory(path: str | Path) -> Path:
 def load_pipeline(base_path: str | Path, dwm_weights: str | Path | None = None,
                   device: str | torch.device = "cpu", dtype: str = "float32",
                   scheduler: str = "ddim", vae_slicing: bool = True,
-                  vae_tiling: bool = False) -> DWMPipeline:
+                  vae_tiling: bool = False,
+                  text_encoder_device: str | torch.device | None = None) -> DWMPipeline:
     """The DWM pipeline from a base directory and (optionally) a DWM weights directory.
 
     Without ``dwm_weights`` the widened base model is returned (the hand channels have zero
-    weight, as at the start of training).
+    weight, as at the start of training). ``text_encoder_device`` (default ``device``) can keep
+    the T5 encoder (about 9 GiB in bf16 for the 5B model) off the GPU: prompt embeddings are
+    computed once per prompt and cached.
     """
     from diffusers import (
         AutoencoderKLCogVideoX,
@@ -112,8 +115,9 @@ def load_pipeline(base_path: str | Path, dwm_weights: str | Path | None = None,
     widen_patch_embedding(transformer, int(vae.config.latent_channels))
     if dwm_weights is not None:
         load_dwm_weights(transformer, dwm_weights)
-    for module in (vae, transformer, text_encoder):
-        module.to(device).eval().requires_grad_(False)
+    for module, where in ((vae, device), (transformer, device),
+                          (text_encoder, text_encoder_device or device)):
+        module.to(where).eval().requires_grad_(False)
     pipeline = DWMPipeline(vae, transformer, noise_schedule, text_encoder, tokenizer)
     pipeline.set_vae_memory_savers(vae_slicing, vae_tiling)
     return pipeline

@@ -71,6 +71,9 @@ class DwmImaginationNode(Node):
         device = declare(self, "device", "cpu", "torch device (cpu, cuda, cuda:1, ...)",
                          read_only=True)
         dtype = declare(self, "dtype", "float32", "float32, bfloat16 or float16", read_only=True)
+        text_device = declare(self, "text_encoder_device", "", "device of the T5 encoder, "
+                              "empty = device (cpu saves GPU memory; prompts are cached)",
+                              read_only=True)
         scheduler = declare(self, "scheduler", "ddim", "ddim or dpm (CogVideoX schedulers)",
                             read_only=True)
         slicing = declare(self, "vae_slicing", True, "VAE: one video at a time", read_only=True)
@@ -105,7 +108,7 @@ class DwmImaginationNode(Node):
 
         self.pipeline = load_pipeline(base, weights, device=device, dtype=dtype,
                                       scheduler=scheduler, vae_slicing=slicing,
-                                      vae_tiling=tiling)
+                                      vae_tiling=tiling, text_encoder_device=text_device or None)
         self.pipeline.check_video_size(self.num_frames, self.height, self.width)
         import mujoco
 
