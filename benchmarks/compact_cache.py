@@ -105,10 +105,10 @@ def main() -> None:
           f"held-out rollouts={len(held_out) * 4}")
     print(f"BENCH int8_latent_relative_rms_error {100 * float(error / total) ** 0.5:.3f} %")
     for metric in ("latent_l2", "pck@20"):
-        print(f"BENCH open_loop_{metric}_bfloat16 {base[metric]:.4f} mean")
-        print(f"BENCH open_loop_{metric}_int8 {int8[metric]:.4f} mean")
-        print(f"BENCH open_loop_{metric}_change_int8 {int8[metric] - base[metric]:+.4f} mean")
-        print(f"BENCH open_loop_{metric}_change_other_seed {other[metric] - base[metric]:+.4f} "
+        print(f"BENCH open_loop_{metric}_bfloat16 {base[metric]:.5f} mean")
+        print(f"BENCH open_loop_{metric}_int8 {int8[metric]:.5f} mean")
+        print(f"BENCH open_loop_{metric}_change_int8 {int8[metric] - base[metric]:+.5f} mean")
+        print(f"BENCH open_loop_{metric}_change_other_seed {other[metric] - base[metric]:+.5f} "
               f"mean")
     print(f"BENCH cache_bytes_per_frame_tiny_bfloat16 {sizes['bfloat16']:.0f} B")
     print(f"BENCH cache_bytes_per_frame_tiny_int8 {sizes['int8']:.0f} B")
