@@ -84,6 +84,7 @@ class DWMPipeline:
 
     # ------------------------------------------------------------------ conditions
     def check_video_size(self, num_frames: int, height: int, width: int) -> None:
+        """Raise ``ValueError`` unless the VAE and the patch size accept this video size."""
         step = self.spatial_factor * self.transformer.config.patch_size
         # The CogVideoX VAE decodes latent frames in pairs after a first triple, so an odd
         # number of latent frames: 1 + 2 * temporal_factor * m video frames (49 = 1 + 8 * 6).
@@ -178,9 +179,9 @@ class DWMPipeline:
                 return_latents: bool = False):
         """Interaction videos uint8 ``(B, F, H, W, 3)`` for ``B`` hand videos of one scene.
 
-        All plans start from the noise of ``seed``, so a plan's video does not depend on the
-        other plans of the batch. ``on_step(done, total)`` is called after every denoising
-        step; returning ``False``
+        All plans start from the noise of ``seed`` (and the stochastic DPM sampler draws the same
+        noise for each), so a plan's video does not depend on the other plans of the batch.
+        ``on_step(done, total)`` is called after every denoising step; returning ``False``
         raises :class:`ImaginationCancelled`. With ``return_latents`` the final latents
         ``(B, F', C, h, w)`` are returned instead of decoded frames.
         """
@@ -211,6 +212,7 @@ class DWMPipeline:
         latents = torch.randn(shape, generator=generator).to(self.device, self.dtype)
         latents = latents.expand(batch, -1, -1, -1, -1) * scheduler.init_noise_sigma
         multistep = type(scheduler).__name__ == "CogVideoXDPMScheduler"
+        step_noise = [torch.Generator("cpu").manual_seed(seed + 1) for _ in range(batch)]
         previous_x0 = None
         timesteps = scheduler.timesteps
         for i, t in enumerate(timesteps):
@@ -224,7 +226,7 @@ class DWMPipeline:
             if multistep:
                 latents, previous_x0 = scheduler.step(
                     output, previous_x0, t, timesteps[i - 1] if i > 0 else None, latents.float(),
-                    return_dict=False)
+                    generator=step_noise, return_dict=False)
             else:
                 latents = scheduler.step(output, t, latents.float(), return_dict=False)[0]
             latents = latents.to(self.dtype)

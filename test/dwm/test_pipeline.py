@@ -124,7 +124,11 @@ def test_dpm_scheduler_runs(tiny_base, tiny_weights):
     dpm = load_pipeline(tiny_base, dwm_weights=tiny_weights, scheduler="dpm")
     assert type(dpm.scheduler).__name__ == "CogVideoXDPMScheduler"
     static, hands = videos(6, batch=2)
-    latents = dpm.imagine(dpm.prepare_scene(static, PROMPT), hands, steps=3, return_latents=True)
+    scene = dpm.prepare_scene(static, PROMPT)
+    latents = dpm.imagine(scene, hands, steps=3, return_latents=True)
     assert latents.shape == (2, 3, 4, H // 4, W // 4) and torch.isfinite(latents).all()
+    assert torch.equal(latents, dpm.imagine(scene, hands, steps=3, return_latents=True))
+    single = dpm.imagine(scene, hands[1:], steps=3, return_latents=True)
+    torch.testing.assert_close(single[0], latents[1], rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="scheduler"):
         load_pipeline(tiny_base, scheduler="euler")
