@@ -164,6 +164,8 @@ class DWMTrainer:
         self.pipeline = load_pipeline(base, device=self.device, dtype=config.dtype)
         self._build_cache()
         self.pipeline.vae = self.pipeline.text_encoder = None  # only the cache is needed now
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
         transformer = self.pipeline.transformer
         add_lora(transformer, config.lora)
         self.parameters = trainable_parameters(transformer)

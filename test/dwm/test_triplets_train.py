@@ -78,12 +78,13 @@ def test_triplet_command_and_resumable_lora_training(triplet_dir, tmp_path, caps
     rows = (run / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows] == ["step", "1", "2", "3"]
 
-    # The resumed run equals an uninterrupted one, and one with gradient accumulation.
+    # The resumed run equals an uninterrupted one, and one with gradient accumulation and
+    # gradient checkpointing.
     config = write_config(tmp_path / "straight.yaml", out, tmp_path / "straight", steps=3)
     assert train.main(["--config", str(config)]) == 0
     assert losses(tmp_path / "straight") == losses(run)
     accumulated = write_config(tmp_path / "micro.yaml", out, tmp_path / "micro", steps=3,
-                               extra="micro_batch_size: 1\n")
+                               extra="micro_batch_size: 1\ngradient_checkpointing: true\n")
     assert train.main(["--config", str(accumulated)]) == 0
     np.testing.assert_allclose(losses(tmp_path / "micro"), losses(run), rtol=1e-5)
 
