@@ -73,6 +73,7 @@ setup(
             "dexwm-eval-sim = training.eval_sim:main",
             "dexwm-dwm-triplets = dexwm_ros.dwm.triplets:main",
             "dexwm-dwm-train = dexwm_ros.dwm.train:main",
+            "dexwm-dwm-generate = dexwm_ros.dwm.generate:main",
             "dexwm-dwm-metrics = dexwm_ros.dwm.metrics:main",
             "dexwm-dwm-import = dexwm_ros.dwm.released:main",
         ],

@@ -237,15 +237,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generated", type=Path, required=True,
                         help="an mp4 or a directory of mp4 files")
     parser.add_argument("--reference", type=Path, required=True,
-                        help="an mp4 or a directory with mp4 files of the same names")
+                        help="an mp4, a directory with mp4 files of the same names, or a "
+                             "triplet directory (<stem>/interaction.mp4)")
     parser.add_argument("--lpips-weights", type=Path, help="LPIPS AlexNet safetensors file")
     parser.add_argument("--dreamsim", type=Path, help="DreamSim directory (dreamsim.json)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args(argv)
     from training.video import read_frames, video_info
 
+    def reference(stem: str) -> Path:
+        flat = args.reference / f"{stem}.mp4"
+        return flat if flat.is_file() else args.reference / stem / "interaction.mp4"
+
     if args.generated.is_dir():
-        pairs = [(p.stem, p, args.reference / p.name) for p in sorted(args.generated.glob("*.mp4"))]
+        pairs = [(p.stem, p, reference(p.stem)) for p in sorted(args.generated.glob("*.mp4"))]
     else:
         pairs = [(args.generated.stem, args.generated, args.reference)]
     if not pairs:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dexwm_ros.core.kinematics import HOME_JOINT_POSITIONS
-from dexwm_ros.dwm import train, triplets
+from dexwm_ros.dwm import generate, metrics, train, triplets
 from dexwm_ros.dwm.loading import load_pipeline
 from dexwm_ros.dwm.robot_inputs import HandVideoRenderer
 from dexwm_ros.sim.scene import robot_mjcf
@@ -88,10 +88,18 @@ def test_triplet_command_and_resumable_lora_training(triplet_dir, tmp_path, caps
     assert train.main(["--config", str(accumulated)]) == 0
     np.testing.assert_allclose(losses(tmp_path / "micro"), losses(run), rtol=1e-5)
 
-    pipeline = load_pipeline(run / "tiny_base", dwm_weights=run / "dwm")
-    scene = pipeline.prepare_scene(sample["static"], infos[0].prompt)
-    video = pipeline.imagine(scene, sample["hand"], steps=2)
-    assert video.shape == (1, 9, 32, 48, 3)
+    # Evaluation: generate for every triplet, then the metrics against the interaction videos.
+    evaluation = tmp_path / "eval"
+    assert generate.main(["--base", str(run / "tiny_base"), "--weights", str(run / "dwm"),
+                          "--triplets", str(out), "--out", str(evaluation), "--seeds", "2",
+                          "--steps", "2"]) == 0
+    assert sorted(p.name for p in (evaluation / "seed_1").iterdir()) == [
+        "generated_000000.mp4", "generated_000001.mp4"]
+    assert metrics.main(["--generated", str(evaluation / "seed_0"), "--reference", str(out),
+                         "--out", str(tmp_path / "metrics.json")]) == 0
+    scores = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(scores["videos"]) == {"generated_000000", "generated_000001"}
+    assert 0 < scores["mean"]["psnr"] < 100  # an untrained tiny model: far from the truth
     with pytest.raises(ValueError, match="other settings"):
         train.main(["--config", str(config), "--set", "lr=0.5"])
 
