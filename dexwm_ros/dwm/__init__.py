@@ -9,7 +9,8 @@ planned joint trajectory and a text prompt, it generates the interaction video.
 
 Modules: ``model`` (widening, LoRA weights), ``loading`` (local base-model directory),
 ``pipeline`` (inference), ``robot_inputs`` (static-scene and hand-only videos), ``triplets``
-(training data from the simulator), ``train`` (LoRA training), ``metrics`` (PSNR, SSIM, LPIPS,
-DreamSim), ``released`` (import of the authors' checkpoints), ``tiny`` (small random models for
-tests). Needs the ``dwm`` extra (diffusers, peft).
+(training data from the simulator), ``train`` (LoRA training), ``generate`` (videos for
+evaluation), ``metrics`` (PSNR, SSIM, LPIPS, DreamSim), ``released`` (import of the authors'
+checkpoints), ``tiny`` (small random models for tests). Needs the ``dwm`` extra (diffusers,
+peft).
 """
