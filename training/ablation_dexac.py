@@ -12,11 +12,14 @@
    (``OUTPUT/results.md``).
 
 Metrics at 1 s and 4 s: latent L2 (per-element MSE) and PCK@10 / PCK@20 of the jointly trained
-keypoint head, overall and per action group. The groups follow the DexAC paper's
-wrist-, finger- and head-dominant diagnostics (section 5.3 c, Table 3); the paper names them
-without a formula, so here a rollout belongs at horizon h to the group whose ground-truth
-rigid-body actions over steps ``0..h-1``, normalised per dimension with the training-set
-statistics, have the largest mean square over the group's dimensions that vary in training.
+keypoint head, overall and per action group; also the head's PCK on the encoded ground-truth
+frames (``head_ceiling``: what a perfect prediction would score) and, per arm, the latent-L2
+difference to the first arm paired over the same rollouts with its standard error. The groups
+follow the DexAC paper's wrist-, finger- and head-dominant diagnostics (section 5.3 c,
+Table 3); the paper names them without a formula, so here a rollout belongs at horizon h to
+the group whose ground-truth rigid-body actions over steps ``0..h-1``, normalised per
+dimension with the training-set statistics, have the largest mean square over the group's
+dimensions that vary in training.
 """
 from __future__ import annotations
 
@@ -118,12 +121,14 @@ def dominant_groups(rigid: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
 def rollout_metrics(world_model: WorldModel, encoder, episodes, config: TrainConfig,
                     rigid_mean: torch.Tensor, rigid_std: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per rollout and step ``(R, T)``: latent squared error, visible keypoints, correct
-    keypoints per PCK threshold, and the dominant action group."""
+    keypoints per PCK threshold (of the predictions, and ``ceiling@t`` of the encoded ground
+    truth), and the dominant action group."""
     predictor, head = world_model.predictor.eval(), world_model.keypoint_head.eval()
     representation = world_model.action_representation
     rollouts = rollout_starts(episodes, config.eval)
     out: dict[str, list] = {"l2": [], "visible": [], "group": [],
-                            **{f"correct@{t}": [] for t in PCK_THRESHOLDS}}
+                            **{f"{kind}@{t}": [] for t in PCK_THRESHOLDS
+                               for kind in ("correct", "ceiling")}}
     for first in range(0, len(rollouts), config.eval.batch_size):
         latents, actions, rigid, pixels, visible = [], [], [], [], []
         for number, source in rollouts[first:first + config.eval.batch_size]:
@@ -141,13 +146,15 @@ def rollout_metrics(world_model: WorldModel, encoder, episodes, config: TrainCon
         latents, actions = torch.stack(latents), torch.stack(actions).float()
         predicted = predictor.rollout(latents[:, :1], actions[:, :0], actions)
         out["l2"].append(((predicted - latents[:, 1:]) ** 2).mean(dim=(2, 3)).double())
-        predicted_px = head.keypoint_pixels(predicted.flatten(0, 1)).unflatten(
-            0, predicted.shape[:2]).double()
-        vis = torch.stack(visible)
-        distance = (predicted_px - torch.stack(pixels)).norm(dim=-1)
+        vis, truth = torch.stack(visible), torch.stack(pixels)
         out["visible"].append(vis.sum(-1).double())
-        for threshold in PCK_THRESHOLDS:
-            out[f"correct@{threshold}"].append(((distance <= threshold) & vis).sum(-1).double())
+        for kind, source in (("correct", predicted), ("ceiling", latents[:, 1:])):
+            pixels_of = head.keypoint_pixels(source.flatten(0, 1)).unflatten(
+                0, source.shape[:2]).double()
+            distance = (pixels_of - truth).norm(dim=-1)
+            for threshold in PCK_THRESHOLDS:
+                out[f"{kind}@{threshold}"].append(((distance <= threshold) & vis).sum(-1)
+                                                  .double())
         out["group"].append(dominant_groups(torch.stack(rigid), rigid_mean, rigid_std))
     return {key: torch.cat(value) for key, value in out.items()}
 
@@ -173,6 +180,10 @@ def summarize(metrics: dict[str, torch.Tensor], hz: float) -> dict:
         entry = {"overall": at(step, everyone)}
         for index, group in enumerate(GROUPS):
             entry[group] = at(step, metrics["group"][:, step] == index)
+        visible = metrics["visible"][:, step].sum()
+        entry["head_ceiling"] = {
+            f"pck@{t}": float(metrics[f"ceiling@{t}"][:, step].sum() / visible)
+            if visible > 0 else None for t in PCK_THRESHOLDS}
         summary[f"{seconds:g}s"] = entry
     visible = metrics["visible"].sum(0)
     curves = {"horizon_s": [(t + 1) / hz for t in range(metrics["l2"].shape[1])],
@@ -184,6 +195,19 @@ def summarize(metrics: dict[str, torch.Tensor], hz: float) -> dict:
 
 
 # ---------------------------------------------------------------------------- report
+def paired_difference(metrics: dict[str, torch.Tensor], reference: dict[str, torch.Tensor],
+                      hz: float) -> dict:
+    """Mean and standard error of the per-rollout latent-L2 difference to ``reference`` at
+    ``HORIZONS_S`` (the same rollouts, so evaluation noise largely cancels)."""
+    result = {}
+    for seconds in HORIZONS_S:
+        step = int(round(seconds * hz)) - 1
+        delta = metrics["l2"][:, step] - reference["l2"][:, step]
+        result[f"{seconds:g}s"] = {"delta_latent_l2": float(delta.mean()),
+                                   "standard_error": float(delta.std() / len(delta) ** 0.5)}
+    return result
+
+
 def markdown_table(results: dict) -> str:
     """One row per arm: latent L2 and PCK@10/20 (%) at 1 s and 4 s, overall then per group."""
     def cell(value, percent: bool) -> str:
@@ -254,7 +278,7 @@ def run_ablation(config_path: str | Path, arms: list[str] | None = None) -> dict
     results: dict = {"config": str(config_path), "labels": ablation.get("labels", {}),
                      "groups": {g: list(d) for g, d in RIGID_ACTION_GROUPS.items()},
                      "arms": {}}
-    statistics = None
+    statistics = reference = None
     for name in names:
         config = arm_config(ablation, name)
         model_dir = Path(config.output_dir) / "model"
@@ -270,7 +294,10 @@ def run_ablation(config_path: str | Path, arms: list[str] | None = None) -> dict
             statistics = rigid_statistics(config, train_episodes)
         world_model = WorldModel.load(model_dir)
         metrics = rollout_metrics(world_model, encoder, eval_episodes, config, *statistics)
+        reference = reference or metrics
         results["arms"][name] = {**summarize(metrics, config.eval.hz),
+                                 "paired_vs_first_arm": paired_difference(
+                                     metrics, reference, config.eval.hz),
                                  "predictor": world_model.predictor.config.to_dict(),
                                  "action_normalization": config.model.action_normalization,
                                  "steps": config.optim.max_steps,

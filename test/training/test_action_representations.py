@@ -8,7 +8,13 @@ import torch
 
 from dexwm_ros.core.actions import RIGID_ACTION_DIM, RIGID_CAMERA, RIGID_LEFT_WRIST
 from dexwm_ros.core.world_model import WorldModel
-from training.ablation_dexac import GROUPS, dominant_groups, markdown_table, summarize
+from training.ablation_dexac import (
+    GROUPS,
+    dominant_groups,
+    markdown_table,
+    paired_difference,
+    summarize,
+)
 from training.config import config_from_dict
 from training.datasets import ClipDataset, ClipDatasetConfig, DatasetSpec
 from training.trainer import Trainer
@@ -82,13 +88,20 @@ def test_dominant_groups_and_summary():
                "visible": torch.full((2, 20), 4.0, dtype=torch.float64),
                "correct@10": torch.tensor([[4.0] * 20, [0.0] * 20], dtype=torch.float64),
                "correct@20": torch.full((2, 20), 2.0, dtype=torch.float64),
+               "ceiling@10": torch.full((2, 20), 3.0, dtype=torch.float64),
+               "ceiling@20": torch.full((2, 20), 4.0, dtype=torch.float64),
                "group": torch.tensor([[wrist] * 20, [finger] * 20])}
     summary = summarize(metrics, hz=5.0)
     assert summary["horizons"]["1s"]["overall"] == {"rollouts": 2, "latent_l2": 2.0,
                                                      "pck@10": 0.5, "pck@20": 0.5}
     assert summary["horizons"]["4s"]["finger"]["pck@10"] == 0.0
+    assert summary["horizons"]["4s"]["head_ceiling"] == {"pck@10": 0.75, "pck@20": 1.0}
     assert summary["horizons"]["4s"]["head"] == {"rollouts": 0, "latent_l2": None,
                                                   "pck@10": None, "pck@20": None}
+    worse = {**metrics, "l2": metrics["l2"] + torch.tensor([[0.5], [1.5]], dtype=torch.float64)}
+    paired = paired_difference(worse, metrics, hz=5.0)["4s"]
+    assert paired["delta_latent_l2"] == pytest.approx(1.0)
+    assert paired["standard_error"] == pytest.approx(0.5)
     table = markdown_table({"labels": {}, "arms": {"a": summary}})
     assert table.splitlines()[2].startswith("| a | 2.0000 | 50.0 | 50.0 |")
     with pytest.raises(ValueError, match="horizon 4 s"):
