@@ -1,8 +1,8 @@
 """``python -m training.transcode SRC DST``: EgoDex at the model's resolution, for fast decoding.
 
 Training sees 224 x 392 crops, but EgoDex ships 1080p video; decoding 1080p is what limits the
-on-the-fly data path (``benchmarks/data_path.py``: ~7x fewer clip frames per second per worker
-than at 224p). This writes, for every ``<name>.hdf5`` + ``<name>.mp4`` under SRC, the video
+on-the-fly data path (``benchmarks/data_path.py``: 6-7x fewer clip frames per second per
+worker than at 224p). This writes, for every ``<name>.hdf5`` + ``<name>.mp4`` under SRC, the video
 scaled to cover 224 x 392 (aspect kept, 1080p -> 398 x 224; the same area scaler the decoder
 uses) as H.264 with a keyframe every ``--keyframe-s`` seconds, and a copy of the HDF5 whose
 ``camera/intrinsic`` is rescaled to the new size, under the same relative path in DST.
