@@ -152,18 +152,65 @@ class MPCPolicy(Policy):
 
 
 class OraclePolicy(MPCPolicy):
-    """MPC with the privileged keypoint cost against the goal state's true hand keypoints."""
+    """MPC with a privileged cost: true hand keypoints against targets taken from the
+    simulator, staged like the task's goal motion.
+
+    The targets are the hand keypoints of the goal motion's waypoints (e.g. above the object,
+    at it with the hand open, closed), then of the goal state itself; the cost moves on to the
+    next target once the hand is within ``STAGE_TOLERANCE`` (mean keypoint distance) of the
+    current one. With the goal state alone as target, the hand reaches the goal pose but
+    sweeps objects over on the way (see the README).
+    """
+
+    STAGE_TOLERANCE = 0.015
+    #: Weight of the hand's penetration (metres, summed over keypoints and bone midpoints)
+    #: into the objects' volumes grown by ``CLEARANCE_MARGIN`` (about a finger's radius); once
+    #: the grasp's approach pose is reached the target object is exempt (the hand closes on it).
+    CLEARANCE_WEIGHT = 5.0
+    CLEARANCE_MARGIN = 0.015
 
     def start(self, task) -> None:
-        super().start(task)
-        from dexwm_ros.core.planning_cost import KeypointGoalCost
+        from dexwm_ros.sim.scene import TABLE_TOP_Z
 
-        goal = self.kinematics.keypoints_world(
-            self.torch.as_tensor(task.goal_joint_positions, dtype=self.torch.float32))
-        self.cost_fn = KeypointGoalCost(self.kinematics.keypoints_world, goal)
+        super().start(task)
+        torch = self.torch
+        stages = np.concatenate([task.goal_waypoints[:-1], task.goal_joint_positions[None]])
+        self.targets = self.kinematics.keypoints_world(torch.as_tensor(stages,
+                                                                       dtype=torch.float32))
+        self.stage = 0
+        scene = task.scene
+        self.object_radii = torch.as_tensor(scene.object_radii, dtype=torch.float32)
+        self.object_tops = torch.as_tensor(TABLE_TOP_Z + scene.object_heights,
+                                           dtype=torch.float32)
 
     def evaluate(self, task):
-        return self.cost_fn
+        from dexwm_ros.core.planning_cost import KeypointGoalCost
+
+        hand = self.kinematics.keypoints_world(
+            self.torch.as_tensor(task.joint_positions(), dtype=self.torch.float32))
+        while (self.stage < len(self.targets) - 1 and
+               (hand - self.targets[self.stage]).norm(dim=-1).mean() < self.STAGE_TOLERANCE):
+            self.stage += 1
+        reach = KeypointGoalCost(self.kinematics.keypoints_world, self.targets[self.stage])
+        objects = self.torch.as_tensor(task.object_poses()[:, :2], dtype=self.torch.float32)
+        avoid = self.torch.ones(len(objects))
+        if self.stage > 0 and task.task_name == "grasp":
+            avoid[task.target_object] = 0.0
+        return lambda actions, joints: (reach(actions, joints)
+                                        + self._clearance(joints, objects, avoid))
+
+    def _clearance(self, joints, objects_xy, avoid):
+        """Penetration ``(N,)`` of the hand's points into the grown object cylinders."""
+        from dexwm_ros.core.mpc import BONES
+
+        points = self.kinematics.keypoints_world(joints)
+        bones = self.torch.tensor(BONES)
+        middle = 0.5 * (points[..., bones[:, 0], :] + points[..., bones[:, 1], :])
+        points = self.torch.cat([points, middle], dim=-2)
+        horizontal = (points[..., None, :2] - objects_xy).norm(dim=-1)
+        below_top = points[..., None, 2] < self.object_tops + self.CLEARANCE_MARGIN
+        depth = (self.object_radii + self.CLEARANCE_MARGIN - horizontal).clamp_min(0)
+        return self.CLEARANCE_WEIGHT * (depth * below_top * avoid).sum((-1, -2, -3))
 
 
 class WorldModelPolicy(MPCPolicy):
@@ -333,8 +380,8 @@ def evaluate(tasks: list[str], policies: list[str], seeds: list[int], config: Ev
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
-    jobs = [(t, p, s) for t in tasks for p in policies for s in seeds
-            if not episode_path(out, t, p, s).is_file()]
+    jobs = [(t, p, s) for s in seeds for t in tasks for p in policies  # seed-major: partial
+            if not episode_path(out, t, p, s).is_file()]                # runs cover every task
     bar = tqdm(total=len(jobs), desc="episodes", disable=not progress or not jobs)
     if workers <= 1:
         _worker_init(config, out)

@@ -29,6 +29,10 @@ from dexwm_ros.core.planner import CEMConfig, CEMPlanner, EvaluateFn, IterationH
 from dexwm_ros.core.planning_cost import CostWeights, OrientationCost
 from dexwm_ros.core.tasks import TaskSpec, task_spec
 
+#: Bones of the 21-keypoint hand (``HAND21`` order): wrist to each knuckle, then along each
+#: finger.
+BONES = [(0, 1 + 4 * f) for f in range(5)] + [
+    (1 + 4 * f + j, 2 + 4 * f + j) for f in range(5) for j in range(3)]
 #: The reference grasp's end pose (arm joints): the wrist 19 cm above the middle of the object
 #: region (pre-shaped fingertips about 2 cm above the table), hand pointing down.
 REFERENCE_GRASP_ARM = (0.409, 0.18, 0.106, -2.565, -0.048, 2.744, 1.343)

@@ -5,8 +5,9 @@ Per goal: send the goal image to the world-model server (``set_goal``; the serve
 encoded once by camera_encoder); then per control tick freeze the context
 (``snapshot_context``) and let the core MPC session (``dexwm_ros.core.mpc``: appendix B's
 shrinking-horizon protocol, the task registry's settings) plan with candidates scored by
-``score_actions``; publish the target on ``joint_command`` and the plan's right-hand keypoints
-on ``predicted_keypoints`` (``dexwm_ros.nodes.markers``). One goal at a time: a new goal
+``score_actions``; publish the target on ``joint_command``, the whole plan on
+``planned_trajectory`` (e.g. for ``dwm_imagination``) and its right-hand keypoints on
+``predicted_keypoints`` (``dexwm_ros.nodes.markers``). One goal at a time: a new goal
 preempts (aborts) the running one; cancel is honoured within one CEM iteration.
 """
 from __future__ import annotations
@@ -95,6 +96,7 @@ class CemPlannerNode(Node):
         reliable = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
         self.command_pub = self.create_publisher(JointTrajectory, "joint_command", reliable)
         self.marker_pub = self.create_publisher(MarkerArray, "predicted_keypoints", reliable)
+        self.plan_pub = self.create_publisher(JointTrajectory, "planned_trajectory", reliable)
         self.lock = threading.Lock()
         self.active = None
         self.preempted: set = set()
@@ -198,6 +200,7 @@ class CemPlannerNode(Node):
                 reason = "canceled" if handle.is_cancel_requested else "preempted by a newer goal"
                 raise GoalFailed(RESULT.ERROR_CANCELED, reason)
             self.send_command(tick.target, executed)
+            self.publish_plan(joints, tick.plan.joints)
             self.publish_markers(tick.plan.joints)
             result.final_cost = float(tick.plan.cost)
             self.get_logger().info(f"MPC step {mpc_step + 1}/{steps} (horizon {tick.horizon}): "
@@ -238,6 +241,15 @@ class CemPlannerNode(Node):
         done = JointTrajectoryPoint(positions=target.tolist(), time_from_start=seconds_to_duration(
             self.control_period * (len(executed.points) + 1)))
         executed.points.append(done)
+
+    def publish_plan(self, current: torch.Tensor, plan_joints: torch.Tensor) -> None:
+        """The whole plan on ``planned_trajectory``: the current joints, then each step."""
+        points = [JointTrajectoryPoint(positions=q.tolist(),
+                                       time_from_start=seconds_to_duration(i * self.control_period))
+                  for i, q in enumerate(torch.cat([current[None], plan_joints]))]
+        plan = JointTrajectory(joint_names=list(JOINT_NAMES), points=points)
+        plan.header.stamp = self.get_clock().now().to_msg()
+        self.plan_pub.publish(plan)
 
     def publish_markers(self, plan_joints: torch.Tensor) -> None:
         keypoints = self.kinematics.keypoints_world(plan_joints).numpy()

@@ -1,8 +1,9 @@
 """Scripted motions that make each task's start and goal states by physics.
 
-A motion is an ``(S, 23)`` array of joint targets, one per control step, executed by
-``DexTask.step`` from the episode's start state. Every goal image is the last frame of its
-task's goal motion actually simulated in the episode's scene (the paper's goals are frames of
+A ``Motion`` holds ``(S, 23)`` joint targets, one per control step, executed by
+``DexTask.step`` from the episode's start state, and the waypoints between its segments.
+Every goal image is the last frame of its task's goal motion actually simulated in the
+episode's scene (the paper's goals are frames of
 recorded demonstrations, so they show states that physics reached):
 
 * reach: the hand moves to an IK target above the table with a random hand pose;
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -56,16 +58,28 @@ def yaw_rotation(yaw: float) -> np.ndarray:
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
 
 
+@dataclass(frozen=True)
+class Motion:
+    """Joint targets ``(S, 23)``, one per control step, and the segment ends they pass
+    through (``waypoints`` ``(W, 23)``, the last one where the motion ends)."""
+
+    targets: np.ndarray
+    waypoints: np.ndarray
+
+
 def interpolate(start: np.ndarray, segments: list[tuple[np.ndarray, float]],
-                control_hz: float) -> np.ndarray:
-    """Joint targets ``(S, 23)``: linear from ``start`` through each ``(target, seconds)``."""
+                control_hz: float) -> Motion:
+    """Linear from ``start`` through each ``(target, seconds)`` segment."""
     out, previous = [], np.asarray(start, float)
     for target, seconds in segments:
         steps = max(1, round(seconds * control_hz))
         fractions = np.arange(1, steps + 1)[:, None] / steps
         out.append(previous + fractions * (np.asarray(target, float) - previous))
         previous = np.asarray(target, float)
-    return np.concatenate(out)
+    waypoints = [np.asarray(t, float) for t, _ in segments]
+    distinct = [w for i, w in enumerate(waypoints)
+                if i == 0 or not np.allclose(w, waypoints[i - 1])]
+    return Motion(np.concatenate(out), np.stack(distinct))
 
 
 def grasp_wrist_position(task: DexTask, k: int, xy: np.ndarray | None = None,
@@ -98,7 +112,7 @@ def grasp_segments(task: DexTask, k: int, start: np.ndarray
 
 # ---------------------------------------------------------------------------- reach
 
-def reach_goal(task: DexTask, rng: np.random.Generator) -> np.ndarray | None:
+def reach_goal(task: DexTask, rng: np.random.Generator) -> Motion | None:
     """Move to a reachable IK target above the table, at least 25 cm (mean keypoint) away."""
     (x0, x1), (y0, y1) = OBJECT_REGION
     start_q = task.joint_positions()
@@ -117,7 +131,7 @@ def reach_goal(task: DexTask, rng: np.random.Generator) -> np.ndarray | None:
 
 # ---------------------------------------------------------------------------- grasp
 
-def grasp_goal(task: DexTask, rng: np.random.Generator) -> np.ndarray | None:
+def grasp_goal(task: DexTask, rng: np.random.Generator) -> Motion | None:
     """Approach, close the hand on the target object, and hold it there."""
     start = task.joint_positions()
     segments = grasp_segments(task, task.target_object, start)
@@ -129,7 +143,7 @@ def grasp_goal(task: DexTask, rng: np.random.Generator) -> np.ndarray | None:
 
 # ---------------------------------------------------------------------------- place
 
-def place_goal(task: DexTask, rng: np.random.Generator) -> np.ndarray | None:
+def place_goal(task: DexTask, rng: np.random.Generator) -> Motion | None:
     """Push the target object 15-25 cm across the table to a free spot, palm first.
 
     The hand (pointing down, pre-shaped, palm towards the push direction) comes down behind
@@ -172,7 +186,7 @@ def place_goal(task: DexTask, rng: np.random.Generator) -> np.ndarray | None:
     return None
 
 
-GoalMotion = Callable[["DexTask", np.random.Generator], "np.ndarray | None"]
+GoalMotion = Callable[["DexTask", np.random.Generator], "Motion | None"]
 
 #: The goal motion of each task, keyed by the task names of ``dexwm_ros.core.tasks``.
 GOAL_MOTIONS: dict[str, GoalMotion] = {

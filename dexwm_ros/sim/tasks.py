@@ -11,7 +11,8 @@ restores the start (``place`` pushes the object instead of carrying it, see
 ``goal_motions.place_goal``). A draw whose start or goal motion fails is redrawn from
 ``(seed, attempt)``, deterministically.
 ``goal_motion`` keeps the goal motion's joint targets: replaying them (the ``scripted``
-policy) reproduces the goal.
+policy) reproduces the goal; ``goal_waypoints`` its segment ends (approach poses, then the
+goal's targets).
 
 Control: ``step`` takes 23 absolute joint targets (clipped to the limits), moves the position
 servos' set-points linearly from the previous targets over one control period
@@ -142,16 +143,17 @@ class DexTask:
         start_state = self._get_state()
         start_target, start_objects = self._target.copy(), self.object_positions.copy()
 
-        goal_motion = self.motion(self, rng)
-        if goal_motion is None:
+        motion = self.motion(self, rng)
+        if motion is None:
             return False
-        self._run(goal_motion)
+        self._run(motion.targets)
         self.goal_joint_positions = self.joint_positions()
         self.goal_keypoints_world = self.keypoint_positions()
         self.goal_object_position = self._object_position(self.target_object)
         self._goal_state = self._get_state()
         self._goal_image = None
-        self.goal_motion = goal_motion
+        self.goal_motion = motion.targets
+        self.goal_waypoints = motion.waypoints
         if not self._valid_goal(start_objects):
             return False
 
