@@ -90,8 +90,10 @@ class WorldModelCost:
     their defaults). ``autocast`` (e.g. ``torch.bfloat16``,
     the fast path on CPUs with AMX) runs predictor and keypoint head under autocast.
     ``encoder_name`` is the encoder the world model expects; latents from another raise
-    ``EncoderMismatchError``. ``last_timing`` holds the seconds of the latest ``costs`` call
-    spent in ``world_model`` (predictor), ``keypoint_head`` and ``cost`` (the arithmetic).
+    ``EncoderMismatchError``. Context frames beyond the model's capacity for the candidates'
+    horizon are dropped, oldest first (``_context_window``). ``last_timing`` holds the seconds
+    of the latest ``costs`` call spent in ``world_model`` (predictor), ``keypoint_head`` and
+    ``cost`` (the arithmetic).
     """
 
     def __init__(
@@ -121,6 +123,8 @@ class WorldModelCost:
         self._goal_latents: torch.Tensor | None = None
         self._goal_keypoints: torch.Tensor | None = None
         self.last_timing: dict[str, float] = {}
+        config = getattr(predictor, "config", None)
+        self.action_dim = getattr(config, "action_dim", ACTION_DIM)
 
     # ------------------------------------------------------------------ state
 
@@ -147,7 +151,7 @@ class WorldModelCost:
                 f"context latents must have shape (C, P, D) with C >= 1, got {tuple(latents.shape)}"
             )
         self._check_latent_shape(latents.shape[1:], "context latents")
-        expected = (latents.shape[0] - 1, ACTION_DIM)
+        expected = (latents.shape[0] - 1, self.action_dim)
         if tuple(context_actions.shape) != expected:
             raise ValueError(
                 f"context actions must have shape {expected} for {latents.shape[0]} context "
@@ -197,9 +201,9 @@ class WorldModelCost:
         """Cost ``(N,)`` (float32, CPU) of candidate action sequences ``(N, T, 132)``."""
         self._require_ready()
         actions = torch.as_tensor(actions)
-        if actions.ndim != 3 or actions.shape[-1] != ACTION_DIM or actions.shape[0] < 1:
+        if actions.ndim != 3 or actions.shape[-1] != self.action_dim or actions.shape[0] < 1:
             raise ValueError(
-                f"candidate actions must have shape (N, T, {ACTION_DIM}), "
+                f"candidate actions must have shape (N, T, {self.action_dim}), "
                 f"got {tuple(actions.shape)}"
             )
         _check_finite(actions, "candidate actions")
@@ -222,9 +226,10 @@ class WorldModelCost:
         for one action sequence ``(T, 132)``, e.g. to visualise the chosen plan."""
         self._require_ready()
         actions = torch.as_tensor(actions)
-        if actions.ndim != 2 or actions.shape[-1] != ACTION_DIM:
+        if actions.ndim != 2 or actions.shape[-1] != self.action_dim:
             raise ValueError(
-                f"rollout actions must have shape (T, {ACTION_DIM}), got {tuple(actions.shape)}"
+                f"rollout actions must have shape (T, {self.action_dim}), "
+                f"got {tuple(actions.shape)}"
             )
         _check_finite(actions, "rollout actions")
         device, dtype = self._device_dtype()
@@ -263,9 +268,24 @@ class WorldModelCost:
             timing["cost"] += time.perf_counter() - tick
         return cost
 
+    def _context_window(self, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context frames that fit the model with ``horizon`` predictions: the newest
+        ``num_slots - horizon + 1`` (oldest dropped first), so that scoring always takes the
+        shared-context path instead of sliding its window per candidate."""
+        slots = getattr(getattr(self.predictor, "config", None), "num_slots", None)
+        latents, actions = self._context_latents, self._context_actions
+        if slots is None or len(latents) + horizon - 1 <= slots:
+            return latents, actions
+        keep = slots - horizon + 1
+        if keep < 1:
+            raise ValueError(f"horizon {horizon} does not fit the world model's {slots} frame "
+                             f"slots (context + horizon - 1 <= {slots})")
+        return latents[-keep:], actions[len(actions) - (keep - 1):]
+
     def _predict(self, actions: torch.Tensor) -> torch.Tensor:
+        context, context_actions = self._context_window(actions.shape[1])
         predicted = self.predictor.score_candidates(
-            self._context_latents, self._context_actions, actions, chunk_size=self.chunk_size
+            context, context_actions, actions, chunk_size=self.chunk_size
         )
         expected = (*actions.shape[:2], *self._goal_shape())
         if tuple(predicted.shape) != expected:

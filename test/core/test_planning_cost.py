@@ -199,3 +199,26 @@ def test_orientation_cost_is_discounted_rotation_angle():
     with pytest.raises(ValueError, match="wrist_pose_fn returned"):
         OrientationCost(lambda q: torch.eye(3).expand(*q.shape[:-1], 3, 3), torch.eye(3),
                         weights)(joints)
+
+
+def test_context_beyond_the_model_capacity_drops_the_oldest_frames():
+    torch.manual_seed(0)
+    config = PredictorConfig.from_preset("tiny", latent_dim=16, num_patches=8)
+    predictor = CDiTPredictor(config).eval()
+    for module in predictor.modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.normal_(module.weight, std=0.05)
+    slots = config.num_slots
+    context = torch.randn(slots, 8, 16)
+    context_actions = torch.randn(slots - 1, 132) * 0.01
+    goal, actions = torch.randn(8, 16), torch.randn(3, 3, 132) * 0.01
+    full = WorldModelCost(predictor, None, ENCODER)
+    full.set_context(context, context_actions, ENCODER)
+    full.set_goal(goal, ENCODER)
+    keep = slots - 3 + 1  # frames that fit with 3 predictions
+    trimmed = WorldModelCost(predictor, None, ENCODER)
+    trimmed.set_context(context[-keep:], context_actions[-(keep - 1):], ENCODER)
+    trimmed.set_goal(goal, ENCODER)
+    torch.testing.assert_close(full.costs(actions), trimmed.costs(actions))
+    with pytest.raises(ValueError, match="does not fit"):
+        full.costs(torch.zeros(1, slots + 1, 132))
