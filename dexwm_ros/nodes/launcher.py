@@ -3,7 +3,10 @@
 Reads the same graph definition (``dexwm_ros.nodes.graph``) and parameter files (config/) as
 ``launch/*.launch.py``. Output lines are prefixed with the node name. The graph ends when its
 task node exits (its exit code is returned), when any other node dies (exit code 1), or on
-Ctrl-C.
+SIGINT (Ctrl-C, exit code 130) or SIGTERM (``kill``, systemd, ``docker stop``; exit code 143).
+Stopping forwards SIGINT to every node, then SIGTERM and finally SIGKILL after grace periods.
+Each node is tied to the launcher's life (Linux ``PR_SET_PDEATHSIG``): if the launcher itself
+is killed, its nodes get SIGTERM, so none is left behind.
 
     dexwm-launch grasp --demo
     dexwm-launch planning --set world_model_server.model_path=/models/dexwm
@@ -52,28 +55,56 @@ def pump(name: str, stream) -> None:
         print(f"[{name}] {line}", end="", flush=True)
 
 
+#: prctl option: the signal a process gets when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+
+
+class Terminated(Exception):
+    """The launcher received SIGTERM."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the launcher dies (Linux), own process group."""
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start(name: str, config: Path, extra: list[str]) -> subprocess.Popen:
     command = [sys.executable, "-u", "-m", f"dexwm_ros.nodes.{name}", "--ros-args",
                "-r", f"__node:={name}", "--params-file", str(config)]
     for param in extra:
         command += ["-p", param]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
+                               text=True, preexec_fn=_die_with_parent)
     threading.Thread(target=pump, args=(name, process.stdout), daemon=True).start()
     return process
 
 
 def stop(processes: dict[str, subprocess.Popen], grace: float = 10.0) -> None:
-    for process in processes.values():
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-    deadline = time.monotonic() + grace
-    for process in processes.values():
-        try:
-            process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    """SIGINT to every node's process group, then SIGTERM, then SIGKILL, ``grace`` s apart."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        running = [p for p in processes.values() if p.poll() is None]
+        for process in running:
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        for process in running:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        if all(p.poll() is not None for p in processes.values()):
+            return
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,32 +131,44 @@ def main(argv: list[str] | None = None) -> int:
         model = ensure_demo_model(args.workdir.resolve() / "tiny_world_model")
         overrides.setdefault("world_model_server", []).append(f"model_path:={model}")
 
-    processes = {name: start(name, config, overrides.get(name, [])) for name in graph["nodes"]}
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    processes: dict[str, subprocess.Popen] = {}
+    try:
+        code = run_graph(args, graph, config, overrides, processes)
+    except KeyboardInterrupt:
+        code = 130
+    except Terminated:
+        code = 143
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the shutdown itself is not interrupted
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stop(processes)
+    print(f"[dexwm-launch] {args.graph} finished with exit code {code}", flush=True)
+    return code
+
+
+def run_graph(args, graph: dict, config: Path, overrides: dict[str, list[str]],
+              processes: dict[str, subprocess.Popen]) -> int:
+    """Start the graph's nodes into ``processes`` and wait until the graph ends."""
+    for name in graph["nodes"]:
+        processes[name] = start(name, config, overrides.get(name, []))
     for name in args.optional:
         processes[name] = start(name, share_path("config", OPTIONAL_NODES[name]),
                                 overrides.get(name, []))
-    print(f"[dexwm-launch] started {', '.join(processes)} (ROS_DOMAIN_ID="
+    started = ", ".join(f"{n} (pid {p.pid})" for n, p in processes.items())
+    print(f"[dexwm-launch] started {started} (ROS_DOMAIN_ID="
           f"{os.environ.get('ROS_DOMAIN_ID', '0')}); parameters from {config}", flush=True)
     task = next((n for n in graph["nodes"] if n in TASK_NODES), None)
-    code = 0
-    try:
-        while True:
-            exited = {n: p.returncode for n, p in processes.items() if p.poll() is not None}
-            if task in exited:
-                code = exited[task]
-                break
-            others = {n: c for n, c in exited.items() if n != task}
-            if others:
-                for name, status in others.items():
-                    print(f"[dexwm-launch] {name} exited with code {status}", flush=True)
-                code = 1
-                break
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        code = 130
-    stop(processes)
-    print(f"[dexwm-launch] {args.graph} finished with exit code {code}", flush=True)
-    return code
+    while True:
+        exited = {n: p.returncode for n, p in processes.items() if p.poll() is not None}
+        if task in exited:
+            return exited[task]
+        others = {n: c for n, c in exited.items() if n != task}
+        if others:
+            for name, status in others.items():
+                print(f"[dexwm-launch] {name} exited with code {status}", flush=True)
+            return 1
+        time.sleep(0.2)
 
 
 if __name__ == "__main__":

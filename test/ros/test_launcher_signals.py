@@ -1,0 +1,63 @@
+"""dexwm-launch stops its whole graph on SIGTERM and SIGINT, and leaves no node behind when it
+is killed itself."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.ros
+
+
+def _launch() -> tuple[subprocess.Popen, list[int]]:
+    launcher = subprocess.Popen([sys.executable, "-u", "-m", "dexwm_ros.nodes.launcher", "sim"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    for line in launcher.stdout:
+        started = re.findall(r"\(pid (\d+)\)", line)
+        if started:
+            pids = [int(p) for p in started]
+            break
+        assert time.monotonic() < deadline, "the launcher did not start its nodes"
+    else:
+        pytest.fail("the launcher exited before starting its nodes")
+    for line in launcher.stdout:  # wait until the sim node is up and running
+        if "sim: task" in line:
+            break
+    return launcher, pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    return [p for p in pids if _alive(p)]
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_stops_the_whole_graph(sig, code):
+    launcher, pids = _launch()
+    launcher.send_signal(sig)
+    assert launcher.wait(timeout=60) == code
+    assert _wait_gone(pids, 10) == []
+
+
+def test_killed_launcher_leaves_no_node_behind():
+    launcher, pids = _launch()
+    os.kill(launcher.pid, signal.SIGKILL)
+    launcher.wait(timeout=10)
+    survivors = _wait_gone(pids, 30)
+    for pid in survivors:  # do not leak them into the rest of the run
+        os.kill(pid, signal.SIGKILL)
+    assert survivors == []
