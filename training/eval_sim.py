@@ -15,7 +15,8 @@ distances over time, seconds per MPC step, cost per step); a re-run skips finish
 The summary (success with 95% Wilson intervals) is printed and written to ``summary.md`` and
 ``summary.json``, with ``success.png`` (success per task and policy) and ``distance.png``
 (task distance over time). ``--video-seeds`` writes an mp4 per chosen episode: the camera
-image beside the goal image, with the planned hand keypoints drawn.
+image beside the goal image, with the planned hand keypoints drawn. ``--ros`` runs the ``wm``
+policy through the ROS graph instead (policy folder ``wm-ros``).
 """
 from __future__ import annotations
 
@@ -165,7 +166,8 @@ class OraclePolicy(MPCPolicy):
     STAGE_TOLERANCE = 0.015
     #: Weight of the hand's penetration (metres, summed over keypoints and bone midpoints)
     #: into the objects' volumes grown by ``CLEARANCE_MARGIN`` (about a finger's radius); once
-    #: the grasp's approach pose is reached the target object is exempt (the hand closes on it).
+    #: the approach pose is reached the target object is exempt (the hand closes on it or
+    #: pushes it).
     CLEARANCE_WEIGHT = 5.0
     CLEARANCE_MARGIN = 0.015
 
@@ -194,7 +196,7 @@ class OraclePolicy(MPCPolicy):
         reach = KeypointGoalCost(self.kinematics.keypoints_world, self.targets[self.stage])
         objects = self.torch.as_tensor(task.object_poses()[:, :2], dtype=self.torch.float32)
         avoid = self.torch.ones(len(objects))
-        if self.stage > 0 and task.task_name == "grasp":
+        if self.stage > 0:  # past the approach: the hand closes on or pushes the object
             avoid[task.target_object] = 0.0
         return lambda actions, joints: (reach(actions, joints)
                                         + self._clearance(joints, objects, avoid))
@@ -397,6 +399,80 @@ def evaluate(tasks: list[str], policies: list[str], seeds: list[int], config: Ev
     return summarize(out, tasks, policies, seeds)
 
 
+ROS_POLICY = "wm-ros"
+
+
+def evaluate_ros(tasks: list[str], seeds: list[int], config: EvalConfig, out: Path,
+                 progress: bool = True) -> dict:
+    """The ``wm`` policy through the ROS graph: the sim node and the planning nodes
+    (camera_encoder, world_model_server, cem_planner) as processes over DDS, episodes reset
+    and goals sent with ``TaskClient``. The sim runs at its own control rate while the
+    planner thinks (as on a robot), so step counts differ from the in-process run."""
+    import rclpy
+    from tqdm import tqdm
+
+    from dexwm_ros.core.tasks import task_spec
+    from dexwm_ros.nodes.launcher import start, stop
+    from dexwm_ros.nodes.task_client import TaskClient
+    from dexwm_ros.share import share_path
+
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(t, s) for s in seeds for t in tasks
+            if not episode_path(out, t, ROS_POLICY, s).is_file()]
+    if not jobs:
+        return summarize(out, tasks, [ROS_POLICY], seeds)
+    model = config.model or str(ensure_demo_model(Path(config.demo_model_dir)))
+    overrides = {
+        "sim": [f"control_hz:={config.control_hz}"],
+        "world_model_server": [f"model_path:={Path(model).resolve()}",
+                               f"context_frames:={config.context_frames}"],
+        "cem_planner": [f"num_samples:={config.num_samples}",
+                        f"num_elites:={config.num_elites}", f"iterations:={config.iterations}",
+                        f"horizon:={config.horizon}", f"sampler:={config.sampler}",
+                        f"control_period:={1.0 / config.control_hz}", "seed:=0"],
+    }
+    graph = share_path("config", "grasp.yaml")
+    processes = {name: start(name, graph, overrides.get(name, []))
+                 for name in ("sim", "camera_encoder", "world_model_server", "cem_planner")}
+    rclpy.init()
+    node = rclpy.create_node("dexwm_eval_sim")
+    client = TaskClient(node)
+    try:
+        for task_name, seed in tqdm(jobs, desc="episodes (ROS)", disable=not progress):
+            spec = task_spec(task_name)
+            steps = spec.max_steps(config.control_hz) if config.max_seconds is None else \
+                max(1, round(config.max_seconds * config.control_hz))
+            goal_image = client.reset(task_name, seed)
+            ticks: list[float] = []
+            last = [time.monotonic()]
+
+            def on_feedback(feedback, ticks=ticks, last=last):
+                if feedback.cem_iteration == config.iterations - 1:
+                    ticks.append(time.monotonic() - last[0])
+                    last[0] = time.monotonic()
+
+            result = client.result(client.send(goal_image, task_name, steps, on_feedback),
+                                   stop=lambda status: status.success)
+            statuses = [s for s in client.statuses if s.seed == seed]
+            first = next((s for s in statuses if s.success), None)
+            record = EpisodeResult(
+                task_name, ROS_POLICY, seed, first is not None,
+                None if first is None else first.step / config.control_hz,
+                statuses[-1].step if statuses else 0,
+                {"error_code": int(result.error_code),
+                 "distance": float(statuses[-1].distance) if statuses else math.nan},
+                distance=[float(s.distance) for s in statuses], cost=[float(result.final_cost)],
+                seconds_per_step=ticks)
+            path = episode_path(out, task_name, ROS_POLICY, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(asdict(record), indent=1))
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        stop(processes)
+    return summarize(out, tasks, [ROS_POLICY], seeds)
+
+
 def load_results(out: Path, task: str, policy: str, seeds: list[int]) -> list[dict]:
     return [json.loads(episode_path(out, task, policy, s).read_text()) for s in seeds
             if episode_path(out, task, policy, s).is_file()]
@@ -500,6 +576,8 @@ def main(argv=None) -> None:
                         help="episode length (default: the task's)")
     parser.add_argument("--video-seeds", default="",
                         help="comma-separated seeds to write as mp4")
+    parser.add_argument("--ros", action="store_true",
+                        help="run the wm policy through the ROS graph (nodes over DDS)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     policies = [p.strip() for p in args.policy.split(",") if p.strip()]
@@ -516,6 +594,11 @@ def main(argv=None) -> None:
         threads=args.threads,
         video_seeds=tuple(int(s) for s in args.video_seeds.split(",") if s.strip()))
     seeds = list(range(args.seed, args.seed + args.trials))
+    if args.ros:
+        if policies != ["wm"]:
+            parser.error("--ros runs the wm policy only (--policy wm)")
+        evaluate_ros(tasks, seeds, config, args.out, progress=not args.no_progress)
+        return
     evaluate(tasks, policies, seeds, config, args.out, args.workers,
              progress=not args.no_progress)
 

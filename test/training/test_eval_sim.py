@@ -42,3 +42,16 @@ def test_cli_rejects_unknown_policies(capsys):
     with pytest.raises(SystemExit):
         main(["--policy", "teleop"])
     assert "unknown policies" in capsys.readouterr().err
+
+
+@pytest.mark.ros
+def test_ros_mode_runs_episodes_through_the_graph(tmp_path):
+    from training.eval_sim import evaluate_ros
+
+    config = EvalConfig(num_samples=8, num_elites=2, iterations=1, context_frames=2,
+                        max_seconds=0.6, demo_model_dir=str(tmp_path / "demo"))
+    summary = evaluate_ros(["reach"], [0], config, tmp_path / "out", progress=False)
+    record = json.loads((tmp_path / "out" / "reach" / "wm-ros" / "seed_0000.json").read_text())
+    assert record["final"]["error_code"] == 0 and record["distance"]
+    assert summary["reach"]["wm-ros"]["trials"] == 1
+    assert 1 <= len(record["seconds_per_step"]) <= 3  # one per MPC step
