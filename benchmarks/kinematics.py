@@ -1,7 +1,7 @@
 """FK of 512 x 3 joint configurations: batched torch FK vs a MuJoCo loop (one at a time).
 
-The planner evaluates N = 512 samples x T = 3 horizon steps per CEM iteration (DESIGN.md
-section 3); the official code loops MuJoCo per sample. Ends with BENCH lines.
+The planner evaluates N = 512 samples x T = 3 horizon steps per CEM iteration (paper
+appendix B); the official code loops MuJoCo per sample. Ends with BENCH lines.
 """
 import os
 import time

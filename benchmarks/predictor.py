@@ -1,6 +1,6 @@
 """Predictor speed: frames/s, TFLOP/s, shared-context speed-up, fraction of matmul peak.
 
-Planner workload (DESIGN section 3): one 4-frame context, N candidates x T=3 future actions.
+Planner workload (paper appendix B): one 4-frame context, N candidates x T=3 future actions.
 For each preset (tiny, S) and dtype (fp32; bf16 = weights cast to bfloat16, the fast CPU path)
 it times ``score_candidates`` (shared context keys/values, per-candidate cache) and the plain
 ``rollout`` (context repeated per candidate, the whole window recomputed every step). To keep

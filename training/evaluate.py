@@ -48,12 +48,14 @@ def rollout_starts(episodes, config: EvalConfig) -> list[tuple[int, np.ndarray]]
 
 
 def window_actions(keypoints: np.ndarray, camera_to_world: np.ndarray,
-                   hands: tuple[bool, bool], num_slots: int) -> list[np.ndarray]:
-    """For each prediction step ``t`` (frame ``t`` -> ``t + 1``) the actions ``(n, 132)`` of
+                   hands: tuple[bool, bool], num_slots: int,
+                   representation: str = "keypoint_delta") -> list[np.ndarray]:
+    """For each prediction step ``t`` (frame ``t`` -> ``t + 1``) the actions ``(n, A)`` of
     its window, frames ``max(0, t + 1 - num_slots) .. t + 1``, in the window's first camera."""
     steps = len(keypoints) - 1
     firsts = [max(0, t + 1 - num_slots) for t in range(steps)]
-    return [clip_actions(keypoints[first : t + 2], camera_to_world[first : t + 2], hands)
+    return [clip_actions(keypoints[first : t + 2], camera_to_world[first : t + 2], hands,
+                         representation)
             for t, first in enumerate(firsts)]
 
 
@@ -91,7 +93,8 @@ def open_loop_evaluation(world_model: WorldModel, encoder, episodes, config: Eva
             keypoints = episode.keypoints(source)
             poses = episode.camera_to_world(source)
             valid = episode.keypoint_valid(source)
-            actions.append(window_actions(keypoints, poses, episode.hands, num_slots))
+            actions.append(window_actions(keypoints, poses, episode.hands, num_slots,
+                                          predictor.config.action_representation))
             px, vis = project_keypoints(keypoints[:, HEATMAP_ROWS], poses, episode.intrinsics,
                                         valid[:, HEATMAP_ROWS])
             pixels.append(torch.from_numpy(px))

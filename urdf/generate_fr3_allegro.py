@@ -4,10 +4,10 @@ Run ``python urdf/generate_fr3_allegro.py`` from the repository root to rewrite 
 Written from public kinematic facts only (no robot description or mesh is copied):
 
 * Franka arm: the published modified-DH parameters (d1 = 0.333, d3 = 0.316, a4 = 0.0825,
-  a5 = -0.0825, d5 = 0.384, a7 = 0.088, flange d = 0.107) and the FR3 joint limits of
-  DESIGN.md section 3.
+  a5 = -0.0825, d5 = 0.384, a7 = 0.088, flange d = 0.107) and the FR3 datasheet joint
+  limits.
 * Allegro right hand: finger base offsets on the palm and the phalanx lengths 0.0164, 0.054,
-  0.0384, 0.0267 (thumb 0.0177, 0.0514, 0.0423), joint limits of DESIGN.md section 3.
+  0.0384, 0.0267 (thumb 0.0177, 0.0514, 0.0423), the Allegro right hand's joint limits.
 * Egocentric head camera: ``dexwm_ros.core.kinematics.HEAD_CAMERA_*`` (about 1.6 m high,
   pitched 30 deg down); ``head_camera_optical_frame`` uses the OpenCV/ROS optical convention.
 

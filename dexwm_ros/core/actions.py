@@ -110,7 +110,7 @@ def build_actions(keypoints: torch.Tensor, camera_to_world: torch.Tensor) -> tor
     rows 0-41 keypoint deltas ``H_{k+1} - H_k``; row 42 the camera translation delta
     ``t_{k+1} - t_k``; row 43 the camera rotation delta as the rotation vector (axis-angle) of
     ``R_{k+1} R_k^T``, i.e. a continuous 3-vector. This replaces the paper's Euler-angle delta,
-    which wraps at 2 pi and is discontinuous (DESIGN section 3, "known weak spot").
+    which wraps at 2 pi and is discontinuous.
     """
     _check_last("keypoints", keypoints, (2 * NUM_HAND_KEYPOINTS, 3))
     _check_last("camera_to_world", camera_to_world, (4, 4))

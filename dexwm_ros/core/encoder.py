@@ -1,6 +1,6 @@
 """Frozen image encoders producing patch latents (B, P, D) on a 16 x 28 patch grid.
 
-Paper appendix A.1 / DESIGN section 3: DINOv2 ViT-L/14, final-LayerNorm patch tokens (no CLS,
+Paper appendix A.1: DINOv2 ViT-L/14, final-LayerNorm patch tokens (no CLS,
 no registers), image resized so that it covers a 224 x 392 crop, centre-cropped, ImageNet
 mean/std -> 16 x 28 = 448 tokens. Backends (all through Hugging Face ``transformers``):
 

@@ -1,6 +1,6 @@
 """Hand-consistency keypoint head, heatmap targets, HC loss and PCK.
 
-Paper section 3.3 and appendix A.3; DESIGN section 3. Latents (B, P, D) -> Linear(D, dim) +
+Paper section 3.3 and appendix A.3. Latents (B, P, D) -> Linear(D, dim) +
 learned positions -> ``depth`` pre-norm transformer blocks -> LayerNorm -> Linear to
 ``patch*patch*num_maps`` per patch -> ``num_maps`` heatmaps of (grid_h*patch, grid_w*patch) =
 (224, 392). Maps: left wrist + thumb..little tips (0-5), right (6-11), i.e. HAND21 indices

@@ -29,7 +29,7 @@ NUM_JOINTS = 23
 ARM_JOINTS = slice(0, 7)
 HAND_JOINTS = slice(7, 23)
 
-#: (lower, upper) in rad, DESIGN.md section 3 (FR3 arm; Allegro right hand of the official sim).
+#: (lower, upper) in rad: Franka FR3 datasheet limits and the Allegro right hand's.
 JOINT_LIMITS: tuple[tuple[float, float], ...] = (
     (-2.7437, 2.7437), (-1.7837, 1.7837), (-2.9007, 2.9007), (-3.0421, -0.1518),
     (-2.8065, 2.8065), (0.5445, 4.5169), (-3.0159, 3.0159),
@@ -49,7 +49,7 @@ HOME_JOINT_POSITIONS: tuple[float, ...] = (
 
 IMAGE_HEIGHT = 224
 IMAGE_WIDTH = 392
-#: Egocentric head camera (DESIGN.md section 3): 1.6 m high, looking forward (+x) at the
+#: Egocentric head camera (paper appendix C.1): 1.6 m high, looking forward (+x) at the
 #: table, pitched 30 deg down, vertical field of view 80 deg.
 HEAD_CAMERA_POSITION = (-0.6, 0.0, 1.6)
 HEAD_CAMERA_PITCH_DEG = 30.0

@@ -19,7 +19,7 @@ import torch
 from dexwm_ros.core.actions import ACTION_DIM
 from dexwm_ros.core.tasks import task_spec
 
-#: Keypoint-head maps of the right hand: wrist + 5 fingertips (DESIGN.md section 3).
+#: Keypoint-head maps of the right hand: wrist + 5 fingertips (paper appendix A.3).
 RIGHT_HAND_MAPS = (6, 7, 8, 9, 10, 11)
 NUM_KEYPOINT_MAPS = 12
 

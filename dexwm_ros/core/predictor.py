@@ -1,6 +1,6 @@
 """DexWM predictor: a block-causal CDiT regressing the next frame's patch latents.
 
-Paper section 3.2 and appendix A.2 (Table 5); DESIGN.md section 3. Layout:
+Paper section 3.2 and appendix A.2 (Table 5). Layout:
 
 * ``num_slots`` frame slots (8 context + 1 target in the paper) of ``num_patches`` tokens each.
   Slot ``s`` holds frame ``s``'s latent and is conditioned on action ``s`` (frame s -> s+1); its
@@ -265,7 +265,7 @@ class CDiTPredictor(nn.Module):
 
     def reset_parameters(self) -> None:
         """DiT initialisation: Xavier linears, N(0, 0.02) positions, adaLN and the final
-        Linear at zero (adaLN-Zero, DESIGN section 3); local-refinement output projections at
+        Linear at zero (adaLN-Zero, as in DiT); local-refinement output projections at
         zero too, so every DexAC branch starts as the identity."""
         for module in self.modules():
             if isinstance(module, nn.Linear):

@@ -26,6 +26,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from visualization_msgs.msg import MarkerArray
 
 from dexwm_ros.action import PlanToGoal
+from dexwm_ros.core.actions import ACTION_REPRESENTATIONS
 from dexwm_ros.core.kinematics import JOINT_NAMES, RobotKinematics, head_camera
 from dexwm_ros.core.mpc import MPCSession
 from dexwm_ros.core.planner import CEMConfig
@@ -33,7 +34,7 @@ from dexwm_ros.core.tasks import task_by_code
 from dexwm_ros.nodes.conversions import seconds_to_duration
 from dexwm_ros.nodes.markers import plan_markers
 from dexwm_ros.nodes.params import declare, declare_torch_threads
-from dexwm_ros.nodes.runner import run_node
+from dexwm_ros.nodes.runner import StartupError, run_node
 from dexwm_ros.srv import ScoreActions, SetGoal, SnapshotContext
 
 RESULT = PlanToGoal.Result
@@ -84,6 +85,14 @@ class CemPlannerNode(Node):
         self.orientation_weight = declare(self, "orientation_weight", 0.1,
                                           "grasp: weight of the wrist rotation (rad) to the "
                                           "wrist rotation at goal start", low=0.0, high=100.0)
+        self.action_representation = declare(
+            self, "action_representation", "keypoint_delta",
+            "actions the world model takes: keypoint_delta (132) or rigid_body (57); must match "
+            "the checkpoint", read_only=True)
+        if self.action_representation not in ACTION_REPRESENTATIONS:
+            raise StartupError(f"action_representation must be one of "
+                               f"{sorted(ACTION_REPRESENTATIONS)}, got "
+                               f"{self.action_representation!r}")
         self.fixed_frame = declare(self, "fixed_frame", "world",
                                    "frame of the predicted keypoint markers")
         self.kinematics = RobotKinematics()
@@ -218,7 +227,8 @@ class CemPlannerNode(Node):
             overrides["hand_sigma"] = self.place_hand_sigma
         config = CEMConfig.for_task(task, **overrides)
         return MPCSession(task, config, self.kinematics, self.camera,
-                          orientation_weight=self.orientation_weight)
+                          orientation_weight=self.orientation_weight,
+                          action_representation=self.action_representation)
 
     def evaluate(self, actions: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
         num, horizon = actions.shape[:2]
