@@ -154,16 +154,18 @@ class MPCPolicy(Policy):
 
 class OraclePolicy(MPCPolicy):
     """MPC with a privileged cost: true hand keypoints against targets taken from the
-    simulator, staged like the task's goal motion.
+    simulator, staged like the task's goal motion, plus the hand's clearance from objects.
 
     The targets are the hand keypoints of the goal motion's waypoints (e.g. above the object,
     at it with the hand open, closed), then of the goal state itself; the cost moves on to the
     next target once the hand is within ``STAGE_TOLERANCE`` (mean keypoint distance) of the
-    current one. With the goal state alone as target, the hand reaches the goal pose but
-    sweeps objects over on the way (see the README).
+    current one, or has come no closer to it for ``STAGE_PATIENCE`` control steps. With the
+    goal state alone as target, the hand reaches the goal pose but sweeps objects over on the
+    way (see the README).
     """
 
     STAGE_TOLERANCE = 0.015
+    STAGE_PATIENCE = 5
     #: Weight of the hand's penetration (metres, summed over keypoints and bone midpoints)
     #: into the objects' volumes grown by ``CLEARANCE_MARGIN`` (about a finger's radius); once
     #: the approach pose is reached the target object is exempt (the hand closes on it or
@@ -179,7 +181,7 @@ class OraclePolicy(MPCPolicy):
         stages = np.concatenate([task.goal_waypoints[:-1], task.goal_joint_positions[None]])
         self.targets = self.kinematics.keypoints_world(torch.as_tensor(stages,
                                                                        dtype=torch.float32))
-        self.stage = 0
+        self.stage, self.best, self.stalled = 0, math.inf, 0
         scene = task.scene
         self.object_radii = torch.as_tensor(scene.object_radii, dtype=torch.float32)
         self.object_tops = torch.as_tensor(TABLE_TOP_Z + scene.object_heights,
@@ -190,9 +192,15 @@ class OraclePolicy(MPCPolicy):
 
         hand = self.kinematics.keypoints_world(
             self.torch.as_tensor(task.joint_positions(), dtype=self.torch.float32))
-        while (self.stage < len(self.targets) - 1 and
-               (hand - self.targets[self.stage]).norm(dim=-1).mean() < self.STAGE_TOLERANCE):
-            self.stage += 1
+        while self.stage < len(self.targets) - 1:
+            distance = float((hand - self.targets[self.stage]).norm(dim=-1).mean())
+            if distance < self.best - 0.002:
+                self.best, self.stalled = distance, 0
+            else:
+                self.stalled += 1
+            if distance >= self.STAGE_TOLERANCE and self.stalled < self.STAGE_PATIENCE:
+                break
+            self.stage, self.best, self.stalled = self.stage + 1, math.inf, 0
         reach = KeypointGoalCost(self.kinematics.keypoints_world, self.targets[self.stage])
         objects = self.torch.as_tensor(task.object_poses()[:, :2], dtype=self.torch.float32)
         avoid = self.torch.ones(len(objects))
