@@ -31,6 +31,7 @@ from dexwm_ros.core.kinematics import JOINT_NAMES, RobotKinematics, head_camera
 from dexwm_ros.core.mpc import MPCSession
 from dexwm_ros.core.planner import CEMConfig
 from dexwm_ros.core.tasks import task_by_code
+from dexwm_ros.nodes.action_goals import GoalFailed, finish_goal
 from dexwm_ros.nodes.conversions import seconds_to_duration
 from dexwm_ros.nodes.markers import plan_markers
 from dexwm_ros.nodes.params import declare, declare_torch_threads
@@ -38,14 +39,6 @@ from dexwm_ros.nodes.runner import StartupError, run_node
 from dexwm_ros.srv import ScoreActions, SetGoal, SnapshotContext
 
 RESULT = PlanToGoal.Result
-
-
-class GoalFailed(Exception):
-    """Ends a goal with an error code of PlanToGoal.Result."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class CemPlannerNode(Node):
@@ -131,28 +124,16 @@ class CemPlannerNode(Node):
 
     def execute(self, handle):
         with self.execution:  # the preempted goal finishes first
-            result = RESULT()
-            try:
+            def run(handle):
                 if bytes(handle.goal_id.uuid) in self.preempted:
                     raise GoalFailed(RESULT.ERROR_CANCELED, "preempted by a newer goal")
-                result = self.run_goal(handle)
-            except GoalFailed as failure:
-                result.error_code, result.error_msg = failure.code, str(failure)
-            except Exception as error:  # noqa: BLE001 - report, keep serving
-                self.get_logger().error(f"goal failed: {error!r}")
-                result.error_code, result.error_msg = RESULT.ERROR_INTERNAL, repr(error)
-            if result.error_code == RESULT.ERROR_NONE:
-                handle.succeed()
-            elif result.error_code == RESULT.ERROR_CANCELED and handle.is_cancel_requested:
-                handle.canceled()
-            else:
-                handle.abort()
+                return self.run_goal(handle)
+
+            result = finish_goal(handle, run, RESULT, self.get_logger())
             with self.lock:
                 self.preempted.discard(bytes(handle.goal_id.uuid))
                 if self.active is handle:
                     self.active = None
-            self.get_logger().info(f"goal finished: code {result.error_code} "
-                                   f"{result.error_msg}".rstrip())
             return result
 
     # ------------------------------------------------------------------ services

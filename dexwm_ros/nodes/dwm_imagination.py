@@ -29,6 +29,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from dexwm_ros.action import Imagine
 from dexwm_ros.core.kinematics import JOINT_NAMES
+from dexwm_ros.nodes.action_goals import GoalFailed, finish_goal
 from dexwm_ros.nodes.conversions import (
     image_to_rgb,
     ordered_positions,
@@ -40,14 +41,6 @@ from dexwm_ros.nodes.params import declare, declare_torch_threads
 from dexwm_ros.nodes.runner import StartupError, run_node
 
 RESULT = Imagine.Result
-
-
-class GoalFailed(Exception):
-    """Ends a goal with an error code of Imagine.Result."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def trajectory_joints(msg: JointTrajectory) -> tuple[np.ndarray, np.ndarray]:
@@ -154,23 +147,7 @@ class DwmImaginationNode(Node):
     # ------------------------------------------------------------------ goals
     def execute(self, handle):
         with self.execution:  # one goal at a time, in arrival order
-            result = RESULT()
-            try:
-                result = self.run_goal(handle)
-            except GoalFailed as failure:
-                result.error_code, result.error_msg = failure.code, str(failure)
-            except Exception as error:  # noqa: BLE001 - report, keep serving
-                self.get_logger().error(f"goal failed: {error!r}")
-                result.error_code, result.error_msg = RESULT.ERROR_INTERNAL, repr(error)
-            if result.error_code == RESULT.ERROR_NONE:
-                handle.succeed()
-            elif result.error_code == RESULT.ERROR_CANCELED:
-                handle.canceled()
-            else:
-                handle.abort()
-            self.get_logger().info(f"goal finished: code {result.error_code} "
-                                   f"{result.error_msg}".rstrip())
-            return result
+            return finish_goal(handle, self.run_goal, RESULT, self.get_logger())
 
     def destroy_node(self) -> None:
         def close():
