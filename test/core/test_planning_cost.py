@@ -222,3 +222,35 @@ def test_context_beyond_the_model_capacity_drops_the_oldest_frames():
     torch.testing.assert_close(full.costs(actions), trimmed.costs(actions))
     with pytest.raises(ValueError, match="does not fit"):
         full.costs(torch.zeros(1, slots + 1, 132))
+
+
+class FixedPredictor:
+    """Predicts the same two frames for every candidate: ``[[1, 0]]`` then ``[[0, 2]]``."""
+
+    config = SimpleNamespace(num_patches=1, latent_dim=2)
+
+    def score_candidates(self, context_latents, context_actions, candidate_actions,
+                         chunk_size=None):
+        frames = torch.tensor([[[1.0, 0.0]], [[0.0, 2.0]]])
+        return frames.expand(len(candidate_actions), -1, -1, -1)
+
+
+class FixedHead:
+    """Decodes every latent to 12 keypoints at the pixel (latent_0 * 3, latent_1 * 2)."""
+
+    def keypoint_pixels(self, latents, chunk_size=None):
+        pixel = torch.stack([latents[:, 0, 0] * 3.0, latents[:, 0, 1] * 2.0], dim=-1)
+        return pixel[:, None, :].expand(-1, 12, -1)
+
+
+def test_cost_of_a_small_case_computed_by_hand():
+    # Goal latent [0, 0]: step MSEs (1 + 0) / 2 = 0.5 and (0 + 4) / 2 = 2.0, weighted 0.6 and 1,
+    # give 2.3; the final latent [0, 2] decodes to pixel (0, 4), the goal to (0, 0): 4 px.
+    cost = WorldModelCost(FixedPredictor(), FixedHead(), ENCODER,
+                          CostWeights(keypoint_weight=0.01))
+    cost.set_context(torch.zeros(1, 1, 2), torch.zeros(0, 132), ENCODER)
+    cost.set_goal(torch.tensor([[0.0, 0.0]]), ENCODER)
+    assert cost.costs(torch.zeros(2, 2, 132)).tolist() == pytest.approx([2.3 + 0.01 * 4.0] * 2)
+    cost.set_goal(torch.tensor([[1.0, 0.0]]), ENCODER)
+    # Goal latent [1, 0]: MSEs 0 and (1 + 4) / 2 = 2.5 give 2.5; pixels (0, 4) and (3, 0): 5 px.
+    assert cost.costs(torch.zeros(1, 2, 132)).item() == pytest.approx(2.5 + 0.01 * 5.0)

@@ -77,3 +77,38 @@ def test_explore_command_generates_resumes_and_overwrites(tmp_path, capsys):
     np.testing.assert_array_equal(again["images"], episodes[1]["images"])  # same seed, same data
     assert main(["--out", str(tmp_path), "--episodes", "1", "--steps", "2", "--overwrite"]) == 0
     assert read_episode(episode_path(tmp_path, 0))["images"].shape[0] == 2
+
+
+def test_exploration_covers_the_workspace_without_grasping():
+    import torch
+
+    from dexwm_ros.core.kinematics import RobotKinematics
+    from dexwm_ros.sim import make_task
+    from dexwm_ros.sim.exploration import MODES, generate_episode
+
+    kinematics = RobotKinematics()
+    wrists, hands = [], []
+    with make_task("reach", seed=0) as task:
+        for seed, mode in enumerate(MODES * 2):
+            episode = generate_episode(task, kinematics, mode, seed, steps=25)
+            assert 0.0 <= episode["contact_fraction"] <= 1.0
+            joints = torch.as_tensor(episode["joint_positions"], dtype=torch.float32)
+            wrists.append(kinematics.keypoints_world(joints)[:, 0].numpy())
+            hands.append(episode["joint_positions"][:, 7:])
+    wrists, hands = np.concatenate(wrists), np.concatenate(hands)
+    assert (wrists.max(0) - wrists.min(0) > [0.15, 0.15, 0.15]).all()  # metres per axis
+    assert (hands.max(0) - hands.min(0)).mean() > 0.5  # radians per hand joint
+
+
+def test_an_episode_that_grasps_is_redrawn(monkeypatch):
+    from dexwm_ros.core.kinematics import RobotKinematics
+    from dexwm_ros.sim import exploration, make_task
+
+    def grasping(task, rng, steps):  # the grasp task's own goal motion: it grasps
+        targets = task.goal_motion
+        return np.concatenate([targets, np.repeat(targets[-1:], steps, 0)])[:steps]
+
+    monkeypatch.setitem(exploration._SCRIPTS, "lift_replay", grasping)
+    monkeypatch.setattr(exploration, "MAX_ATTEMPTS", 2)
+    with make_task("grasp", seed=0) as task, pytest.raises(RuntimeError, match="grasped"):
+        exploration.generate_episode(task, RobotKinematics(), "lift_replay", 0, steps=20)
