@@ -31,6 +31,7 @@ from dexwm_ros.core.actions import (
     NUM_HAND_KEYPOINTS,
     robot_hand_actions,
 )
+from dexwm_ros.core.parameters import parameter
 from dexwm_ros.core.tasks import task_spec
 
 SAMPLERS = ("cem", "icem")
@@ -63,23 +64,35 @@ class CEMConfig:
     ``arm_joints`` joints and of the rest (appendix B: 0.3 arm, 0.1 hand, 0.01 hand for place).
     ``momentum`` blends the previous mean/std into the elite update. ``sampler`` picks plain
     CEM or the iCEM-style sampler; ``noise_beta`` (colored-noise exponent, 0 = white),
-    ``elite_fraction_kept`` and ``population_decay`` only affect ``"icem"``.
+    ``elite_fraction_kept`` and ``population_decay`` only affect ``"icem"``. Fields marked
+    ``live`` may change between ``CEMPlanner.plan`` calls (``dexwm_ros.core.parameters``).
     """
 
-    horizon: int = 3
-    num_samples: int = 512
-    num_elites: int = 10
-    iterations: int = 10
-    arm_sigma: float = 0.3
-    hand_sigma: float = 0.1
-    min_sigma: float = 1e-3
-    momentum: float = 0.0
-    arm_joints: int = 7
-    sampler: str = "cem"
-    noise_beta: float = 2.0
-    elite_fraction_kept: float = 0.3
-    population_decay: float = 1.25
-    seed: int | None = None
+    horizon: int = parameter(3, "planning horizon T (steps)", low=1, high=8)
+    num_samples: int = parameter(512, "CEM samples N per iteration", low=2, high=8192, live=True)
+    num_elites: int = parameter(10, "CEM elites K (at most num_samples)", low=1, high=1024,
+                                live=True)
+    iterations: int = parameter(10, "CEM iterations L per MPC step", low=1, high=100, live=True)
+    arm_sigma: float = parameter(0.3, "initial std of the arm joints (rad)", low=1e-4, high=3.0,
+                                 live=True)
+    hand_sigma: float = parameter(0.1, "initial std of the hand joints (rad)", low=1e-4,
+                                  high=3.0, live=True)
+    min_sigma: float = parameter(1e-3, "floor of the std after each elite update (rad)",
+                                 low=0.0, high=1.0, live=True)
+    momentum: float = parameter(0.0, "blend of the previous mean/std into the elite update",
+                                low=0.0, high=0.99, live=True)
+    arm_joints: int = parameter(7, "leading joints that get arm_sigma (the rest: hand_sigma)",
+                                low=0, high=64)
+    sampler: str = parameter("cem", "cem (the paper's) or icem (colored noise, elite reuse, "
+                             "shrinking population)", live=True)
+    noise_beta: float = parameter(2.0, "icem: colored-noise exponent (0 = white noise)",
+                                  low=0.0, high=10.0, live=True)
+    elite_fraction_kept: float = parameter(0.3, "icem: fraction of the elites carried to the "
+                                           "next iteration", low=0.0, high=1.0, live=True)
+    population_decay: float = parameter(1.25, "icem: population shrink factor per iteration",
+                                        low=1.0, high=100.0, live=True)
+    seed: int | None = parameter(None, "sampler seed (-1 = random)", low=-1, high=2**31 - 1,
+                                 unset=-1)
 
     def validate(self) -> CEMConfig:
         """Raise ``ValueError`` naming the first bad field; return ``self`` when valid."""

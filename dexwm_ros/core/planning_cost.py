@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from dexwm_ros.core.actions import ACTION_DIM
+from dexwm_ros.core.parameters import parameter
 from dexwm_ros.core.tasks import task_spec
 
 #: Keypoint-head maps of the right hand: wrist + 5 fingertips (paper appendix A.3).
@@ -40,13 +41,21 @@ class CostWeights:
     paper's mu = 1e-3) times the mean pixel distance over ``keypoint_maps`` between the keypoint
     head's decoding of the final predicted latent and of the goal latent. Orientation term
     (grasp): ``orientation_weight`` times the discounted wrist rotation angle (rad) to a target.
+    Every weight may change between scoring calls (``live``, ``dexwm_ros.core.parameters``).
     """
 
-    latent_weight: float = 1.0
-    step_discount: float = 0.6
-    keypoint_weight: float = 1e-3
-    keypoint_maps: tuple[int, ...] = RIGHT_HAND_MAPS
-    orientation_weight: float = 0.0
+    latent_weight: float = parameter(1.0, "weight of the latent MSE", low=0.0, high=1e6,
+                                     live=True)
+    step_discount: float = parameter(0.6, "weight ratio of each earlier horizon step",
+                                     low=0.0, high=1.0, live=True)
+    keypoint_weight: float = parameter(1e-3, "mu: weight of the keypoint pixel distance",
+                                       low=0.0, high=1e3, live=True)
+    keypoint_maps: tuple[int, ...] = parameter(
+        RIGHT_HAND_MAPS, "keypoint-head maps of the keypoint term (0-11; right hand: wrist + "
+        "fingertips = 6-11)", live=True)
+    orientation_weight: float = parameter(0.0, "weight of the wrist rotation (rad) to the wrist "
+                                          "rotation at goal start", low=0.0, high=100.0,
+                                          live=True)
 
     def validate(self) -> CostWeights:
         """Raise ``ValueError`` naming the first bad field; return ``self`` when valid."""

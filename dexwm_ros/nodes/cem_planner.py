@@ -30,54 +30,51 @@ from dexwm_ros.core.actions import ACTION_REPRESENTATIONS
 from dexwm_ros.core.kinematics import JOINT_NAMES, RobotKinematics, head_camera
 from dexwm_ros.core.mpc import MPCSession
 from dexwm_ros.core.planner import CEMConfig
-from dexwm_ros.core.tasks import task_by_code
+from dexwm_ros.core.planning_cost import CostWeights, OrientationCost
+from dexwm_ros.core.tasks import TASKS, task_by_code
 from dexwm_ros.nodes.action_goals import GoalFailed, finish_goal
 from dexwm_ros.nodes.conversions import seconds_to_duration
 from dexwm_ros.nodes.markers import plan_markers
-from dexwm_ros.nodes.params import declare, declare_torch_threads
+from dexwm_ros.nodes.params import (
+    ConfigParameters,
+    Pending,
+    declare,
+    declare_torch_threads,
+    watch_parameters,
+)
 from dexwm_ros.nodes.runner import StartupError, run_node
 from dexwm_ros.srv import ScoreActions, SetGoal, SnapshotContext
 
 RESULT = PlanToGoal.Result
+#: Cost weights that act planner-side (the world-model server holds the others).
+PLANNER_COST_FIELDS = ("orientation_weight",)
 
 
 class CemPlannerNode(Node):
     def __init__(self) -> None:
         super().__init__("cem_planner")
         declare_torch_threads(self)
-        self.cem = {
-            "horizon": declare(self, "horizon", 3, "planning horizon T (steps)", low=1, high=8),
-            "num_samples": declare(self, "num_samples", 512, "CEM samples N per iteration",
-                                   low=2, high=8192),
-            "num_elites": declare(self, "num_elites", 10, "CEM elites K", low=1, high=1024),
-            "iterations": declare(self, "iterations", 10, "CEM iterations L per MPC step",
-                                  low=1, high=100),
-            "arm_sigma": declare(self, "arm_sigma", 0.3, "initial std of arm joints (rad)",
-                                 low=1e-4, high=3.0),
-            "hand_sigma": declare(self, "hand_sigma", 0.1,
-                                  "initial std of hand joints (rad); place uses "
-                                  "place_hand_sigma", low=1e-4, high=3.0),
-            "momentum": declare(self, "momentum", 0.0, "blend of the previous mean/std",
-                                low=0.0, high=0.99),
-            "sampler": declare(self, "sampler", "cem", "cem (paper) or icem (colored noise, "
-                               "elite reuse)"),
-        }
-        self.place_hand_sigma = declare(self, "place_hand_sigma", 0.01,
-                                        "hand std for the place task", low=1e-4, high=3.0)
-        self.seed = declare(self, "seed", -1, "sampler seed, -1 = random", low=-1,
-                            high=2**31 - 1)
+        self.cem_parameters = ConfigParameters(self, CEMConfig)
+        self.cost_parameters = ConfigParameters(self, CostWeights, fields=PLANNER_COST_FIELDS)
+        self.task_parameters = {
+            spec.name: (
+                ConfigParameters(self, CEMConfig, fields=spec.cem_overrides,
+                                 prefix=f"{spec.name}.", defaults=spec.cem_overrides),
+                ConfigParameters(self, CostWeights, fields=[
+                    name for name in spec.cost_overrides if name in PLANNER_COST_FIELDS],
+                    prefix=f"{spec.name}.", defaults=spec.cost_overrides))
+            for spec in TASKS.values()}
+        self.update_settings()
+        watch_parameters(self, self.check_parameters, self.update_settings)
         self.max_mpc_steps = declare(self, "max_mpc_steps", 10,
                                      "MPC steps per goal when the goal says 0", low=1,
-                                     high=10000)
+                                     high=10000, read_only=True)
         self.control_period = declare(self, "control_period", 0.5,
                                       "seconds given to the robot to reach each joint target",
-                                      low=0.0, high=60.0)
+                                      low=0.0, high=60.0, read_only=True)
         self.service_timeout = declare(self, "service_timeout", 30.0,
                                        "seconds to wait for a world-model or encoder reply",
-                                       low=0.1, high=600.0)
-        self.orientation_weight = declare(self, "orientation_weight", 0.1,
-                                          "grasp: weight of the wrist rotation (rad) to the "
-                                          "wrist rotation at goal start", low=0.0, high=100.0)
+                                       low=0.1, high=600.0, read_only=True)
         self.action_representation = declare(
             self, "action_representation", "keypoint_delta",
             "actions the world model takes: keypoint_delta (132) or rigid_body (57); must match "
@@ -87,7 +84,7 @@ class CemPlannerNode(Node):
                                f"{sorted(ACTION_REPRESENTATIONS)}, got "
                                f"{self.action_representation!r}")
         self.fixed_frame = declare(self, "fixed_frame", "world",
-                                   "frame of the predicted keypoint markers")
+                                   "frame of the predicted keypoint markers", read_only=True)
         self.kinematics = RobotKinematics()
         self.camera = head_camera()
         clients = MutuallyExclusiveCallbackGroup()
@@ -176,6 +173,7 @@ class CemPlannerNode(Node):
             if not context.success:
                 raise GoalFailed(RESULT.ERROR_NO_OBSERVATION, context.message)
             joints = torch.tensor(context.joint_positions, dtype=torch.float32)
+            self.apply_live_parameters(session, task)
 
             def on_iteration(info, step=mpc_step):
                 feedback = PlanToGoal.Feedback(
@@ -203,13 +201,43 @@ class CemPlannerNode(Node):
         return result
 
     def make_session(self, task: str) -> MPCSession:
-        overrides = dict(self.cem, seed=None if self.seed < 0 else self.seed)
-        if task == "place":
-            overrides["hand_sigma"] = self.place_hand_sigma
-        config = CEMConfig.for_task(task, **overrides)
+        config, weights = self.settings[task]
         return MPCSession(task, config, self.kinematics, self.camera,
-                          orientation_weight=self.orientation_weight,
+                          orientation_weight=weights.orientation_weight,
                           action_representation=self.action_representation)
+
+    # ------------------------------------------------------------------ parameters
+
+    def planner_settings(self, task: str, pending: Pending | None = None,
+                         ) -> tuple[CEMConfig, CostWeights]:
+        """The task's CEM settings and planner-side cost weights from the parameters
+        (``pending`` ones replacing them): ``<task>.<field>`` (defaults: the task registry's
+        overrides) over the plain ``<field>`` (defaults: the dataclasses')."""
+        task_cem, task_cost = self.task_parameters[task]
+        config = CEMConfig.for_task(task, **{**self.cem_parameters.values(pending),
+                                             **task_cem.values(pending)})
+        weights = CostWeights.for_task(task, **{**self.cost_parameters.values(pending),
+                                                **task_cost.values(pending)})
+        return config, weights
+
+    def check_parameters(self, pending: Pending) -> None:
+        """A set is refused when it makes the settings of any task invalid."""
+        for task in self.task_parameters:
+            self.planner_settings(task, pending)
+
+    def update_settings(self) -> None:
+        """Every task's settings from the parameters, swapped in at once (a goal's thread reads
+        them while parameters are being set)."""
+        self.settings = {task: self.planner_settings(task) for task in self.task_parameters}
+
+    def apply_live_parameters(self, session: MPCSession, task: str) -> None:
+        """Live parameters take effect at the next MPC step (read-only ones cannot change). The
+        orientation weight updates the wrist-orientation term a goal started with."""
+        config, weights = self.settings[task]
+        session.planner.config = config
+        session.weights = weights
+        if isinstance(session.planner.extra_cost, OrientationCost):
+            session.planner.extra_cost.weights = weights
 
     def evaluate(self, actions: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
         num, horizon = actions.shape[:2]

@@ -32,12 +32,14 @@ DISTANCE_KEYS = ("keypoint_distance", "wrist_object_distance", "object_goal_dist
 class SimNode(Node):
     def __init__(self) -> None:
         super().__init__("sim")
-        task = declare(self, "task", "grasp", "task at start: reach | grasp | place")
-        seed = declare(self, "seed", 0, "episode seed at start", low=0, high=2**31 - 1)
+        task = declare(self, "task", "grasp", "task at start: reach | grasp | place "
+                       "(reset_task changes it)", read_only=True)
+        seed = declare(self, "seed", 0, "episode seed at start", low=0, high=2**31 - 1,
+                       read_only=True)
         self.backend = declare(self, "backend", "robosuite", "robosuite | robocasa",
                                read_only=True)
         self.control_hz = declare(self, "control_hz", 5.0, "control steps per second",
-                                  low=0.1, high=100.0)
+                                  low=0.1, high=100.0, read_only=True)
         self.task = make_task(task, seed=seed, backend=self.backend)
         self.target = self.task.joint_positions()
         self.image_pub = self.create_publisher(Image, "image", qos_profile_sensor_data)

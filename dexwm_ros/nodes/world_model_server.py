@@ -26,11 +26,19 @@ from dexwm_ros.core.world_model import WorldModel
 from dexwm_ros.msg import Latent
 from dexwm_ros.nodes.conversions import latent_to_msg, msg_to_latent, time_to_seconds
 from dexwm_ros.nodes.joint_state_buffer import JointStateBuffer
-from dexwm_ros.nodes.params import declare, declare_torch_threads
+from dexwm_ros.nodes.params import (
+    ConfigParameters,
+    Pending,
+    declare,
+    declare_torch_threads,
+    watch_parameters,
+)
 from dexwm_ros.nodes.runner import StartupError, run_node
 from dexwm_ros.srv import EncodeImage, Rollout, ScoreActions, SetGoal, SnapshotContext
 
 RELIABLE = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+#: Cost weights applied here (the orientation term runs in cem_planner).
+SERVER_COST_FIELDS = ("latent_weight", "step_discount", "keypoint_weight", "keypoint_maps")
 
 
 class WorldModelServer(Node):
@@ -43,26 +51,21 @@ class WorldModelServer(Node):
         device = declare(self, "device", "cpu", "torch device, e.g. cpu or cuda:0",
                          read_only=True)
         self.context_frames = declare(self, "context_frames", 4,
-                                      "context frames used for prediction", low=1, high=8)
+                                      "context frames used for prediction", low=1, high=8,
+                                      read_only=True)
         self.context_period = declare(self, "context_period", 0.2,
                                       "seconds between context frames (paper: 5 Hz)",
-                                      low=0.01, high=5.0)
+                                      low=0.01, high=5.0, read_only=True)
         self.sync_tolerance = declare(self, "sync_tolerance", 0.1,
                                       "max seconds between a latent and its joint state",
-                                      low=0.0, high=1.0)
-        weights = CostWeights(
-            latent_weight=declare(self, "latent_weight", 1.0, "weight of the latent MSE",
-                                  low=0.0, high=1e6),
-            step_discount=declare(self, "step_discount", 0.6,
-                                  "weight ratio of each earlier horizon step", low=0.0, high=1.0),
-            keypoint_weight=declare(self, "keypoint_weight", 1e-3,
-                                    "mu: weight of the keypoint pixel distance", low=0.0,
-                                    high=1e3),
-        )
+                                      low=0.0, high=1.0, read_only=True)
+        self.weight_parameters = ConfigParameters(self, CostWeights, fields=SERVER_COST_FIELDS)
+        weights = self.cost_weights()
         bf16 = declare(self, "bf16", False, "run the predictor under bf16 autocast (fast on "
                        "AMX CPUs and GPUs)", read_only=True)
         batch_size = declare(self, "batch_size", 128,
-                             "candidates per predictor call (bounds memory)", low=1, high=4096)
+                             "candidates per predictor call (bounds memory)", low=1, high=4096,
+                             read_only=True)
         if not model_path:
             raise StartupError("parameter 'model_path' is empty: give the checkpoint directory")
         if not Path(model_path).is_dir():
@@ -71,6 +74,9 @@ class WorldModelServer(Node):
         self.cost = WorldModelCost(self.model.predictor, self.model.keypoint_head,
                                    self.model.encoder_name, weights, batch_size=batch_size,
                                    autocast=torch.bfloat16 if bf16 else None)
+        # parameter services share the default callback group with score_actions: new weights
+        # are swapped in between scoring calls
+        watch_parameters(self, self.cost_weights, self.apply_cost_weights)
         self.action_dim = ACTION_REPRESENTATIONS[self.model.action_representation]
         self.kinematics = RobotKinematics(device=device)
         self.camera = head_camera()
@@ -87,12 +93,19 @@ class WorldModelServer(Node):
                                          callback_group=MutuallyExclusiveCallbackGroup())
         self.encode_timeout = declare(self, "encode_timeout", 30.0,
                                       "seconds to wait for camera_encoder to encode a goal",
-                                      low=0.1, high=600.0)
+                                      low=0.1, high=600.0, read_only=True)
         self.create_service(SetGoal, "set_goal", self.on_set_goal)
         self.create_service(ScoreActions, "score_actions", self.on_score)
         self.create_service(Rollout, "rollout", self.on_rollout)
         self.get_logger().info(f"world model from {model_path} (encoder "
                                f"{self.model.encoder_name}) on {device}")
+
+    def cost_weights(self, pending: Pending | None = None) -> CostWeights:
+        """The cost weights from the parameters (``pending`` ones replacing them)."""
+        return CostWeights(**self.weight_parameters.values(pending)).validate()
+
+    def apply_cost_weights(self) -> None:
+        self.cost.weights = self.cost_weights()
 
     def on_joint_state(self, msg: JointState) -> None:
         try:
