@@ -70,6 +70,8 @@ class ConfigParameters:
                 raise ValueError(f"{config_type.__name__}.{name} has no parameter metadata")
             default = defaults.get(name, spec.default)
             value = meta["unset"] if default is None else default
+            if isinstance(spec.default, float):  # a float parameter even where 1 is written
+                value = float(value)
             value = list(value) if isinstance(value, tuple) else value
             low, high = meta["range"] or (None, None)
             description = meta["description"] + (
@@ -77,11 +79,6 @@ class ConfigParameters:
             node.declare_parameter(prefix + name, value, descriptor(
                 prefix + name, value, description, low=low, high=high,
                 read_only=not meta["live"]))
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The parameter names."""
-        return tuple(self.prefix + name for name in self.fields)
 
     def values(self, pending: Pending | None = None) -> dict[str, Any]:
         """Field name -> value from the current parameters, ``pending`` ones replacing them."""

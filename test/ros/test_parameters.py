@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 from rcl_interfaces.srv import DescribeParameters, GetParameters, SetParameters
 from rclpy.action import ActionClient
+from rclpy.node import Node
 from rclpy.parameter import Parameter, parameter_value_to_python
 from ros_testing import spin_until
 
@@ -14,6 +15,7 @@ from dexwm_ros.core.planner import CEMConfig
 from dexwm_ros.core.planning_cost import CostWeights
 from dexwm_ros.core.world_model import build_tiny_world_model
 from dexwm_ros.nodes.launcher import start, stop
+from dexwm_ros.nodes.params import ConfigParameters, watch_parameters
 from dexwm_ros.share import share_path
 from dexwm_ros.srv import ResetTask
 
@@ -173,3 +175,26 @@ def test_cost_weights_change_on_the_running_server(node):
         assert result.final_cost == 0.0
     finally:
         set_(node, "world_model_server", latent_weight=1.0, keypoint_weight=1e-3)
+
+
+def test_config_parameters_declare_validate_and_apply_in_process(ros_node):
+    probe = Node("config_parameters_probe")
+    try:
+        weights = ConfigParameters(probe, CostWeights, prefix="grasp.",
+                                   fields=["keypoint_maps", "orientation_weight", "latent_weight"],
+                                   defaults={"latent_weight": 2})
+        applied = []
+        watch_parameters(probe, lambda pending: CostWeights(**weights.values(pending)).validate(),
+                         lambda: applied.append(weights.values()))
+        assert weights.values() == {"keypoint_maps": (6, 7, 8, 9, 10, 11),
+                                    "orientation_weight": 0.0, "latent_weight": 2.0}
+        # a float field stays a float parameter where the default is written as an int
+        assert probe.get_parameter("grasp.latent_weight").type_ == Parameter.Type.DOUBLE
+        refused = probe.set_parameters([Parameter("grasp.keypoint_maps", value=[3, 12])])[0]
+        assert not refused.successful and "keypoint_maps" in refused.reason and not applied
+        accepted = probe.set_parameters([Parameter("grasp.latent_weight", value=0.5)])[0]
+        assert accepted.successful and applied[-1]["latent_weight"] == 0.5
+        with pytest.raises(ValueError, match="no fields"):
+            ConfigParameters(probe, CostWeights, fields=["latent_weights"])
+    finally:
+        probe.destroy_node()
