@@ -3,10 +3,12 @@
 
 Resets the simulator to a seeded episode, sends its goal image as a ``PlanToGoal`` goal, prints
 feedback and the result, and exits non-zero when the goal fails (or, with
-``require_success``, when the task's success criterion was not met).
+``require_success``, when the task's success criterion was not met). SIGINT/SIGTERM cancel the
+running goal and exit with code 0.
 """
 from __future__ import annotations
 
+import signal
 import sys
 import time
 
@@ -17,7 +19,11 @@ from dexwm_ros.action import PlanToGoal
 from dexwm_ros.core.tasks import TASK_NAMES
 from dexwm_ros.nodes.conversions import time_to_seconds
 from dexwm_ros.nodes.params import declare
+from dexwm_ros.nodes.runner import STOP_SIGNALS, Stopped, init_ros
 from dexwm_ros.nodes.task_client import ERROR_NAMES, TaskClient
+
+#: Seconds to wait for the planner to accept the cancel of the running goal on a signal.
+CANCEL_WAIT = 2.0
 
 
 class GraspTask(Node):
@@ -34,6 +40,7 @@ class GraspTask(Node):
         self.require_success = declare(self, "require_success", False,
                                        "fail unless the task's success criterion holds")
         self.client = TaskClient(self, timeout=self.timeout)
+        self.goal = None  # the running goal
 
     def say(self, text: str) -> None:
         print(f"[grasp_task] {text}", flush=True)
@@ -52,9 +59,11 @@ class GraspTask(Node):
             return 2
         self.say(f"episode: task {self.task}, seed {self.seed}")
         while True:
-            handle = self.client.send(goal_image, self.task, self.max_mpc_steps,
-                                      self.on_feedback)
-            result = self.client.result(handle, timeout=max(1.0, deadline - time.monotonic()))
+            self.goal = self.client.send(goal_image, self.task, self.max_mpc_steps,
+                                           self.on_feedback)
+            result = self.client.result(self.goal,
+                                        timeout=max(1.0, deadline - time.monotonic()))
+            self.goal = None
             if result.error_code != PlanToGoal.Result.ERROR_NO_OBSERVATION:
                 break
             self.say("no observation yet, retrying in 1 s")
@@ -76,17 +85,35 @@ class GraspTask(Node):
             return 1
         return 1 if self.require_success and not success else 0
 
+    def cancel_running_goal(self) -> None:
+        """Cancel the running goal, if any, waiting at most ``CANCEL_WAIT`` seconds."""
+        if self.goal is None:
+            return
+        try:
+            self.client.wait(self.goal.cancel_goal_async(), timeout=CANCEL_WAIT)
+            self.say("canceled the running goal")
+        except Exception as error:  # noqa: BLE001 - the planner may be stopping as well
+            self.say(f"could not cancel the running goal: {error!r}")
+
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
+    init_ros(args)
+    node = None
     try:
         node = GraspTask()
         code = node.run()
     except (TimeoutError, ValueError) as error:
         print(f"[grasp_task] {error}", flush=True)
         code = 1
-    except KeyboardInterrupt:
-        code = 130
+    except Stopped as stopped:
+        for sig in STOP_SIGNALS:  # a second signal does not interrupt the cancel
+            signal.signal(sig, signal.SIG_IGN)
+        if node is not None:
+            node.cancel_running_goal()
+        print(f"[grasp_task] stopped by {stopped}", flush=True)
+        code = 0
+    if node is not None:
+        node.destroy_node()
     rclpy.try_shutdown()
     sys.exit(code)
 

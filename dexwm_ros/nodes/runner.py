@@ -1,41 +1,87 @@
-"""Common main() for the node executables: clear start-up errors, clean shutdown."""
+"""Common main() for the node executables: clear start-up errors, clean and prompt shutdown.
+
+SIGINT and SIGTERM are handled here instead of by rclpy (whose handlers shut the ROS context
+down under callbacks that are still running, which then fail with tracebacks).
+"""
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import threading
+
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
+
+#: Seconds that callbacks still running at SIGINT/SIGTERM get to finish before they are
+#: abandoned (e.g. one blocked in a service call whose server is gone).
+CALLBACK_GRACE = 2.0
+#: Seconds between checks for a stop request while the executor waits for work.
+POLL_PERIOD = 0.1
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StartupError(RuntimeError):
     """A node cannot start (missing file, bad parameter); the message says why."""
 
 
+class Stopped(BaseException):
+    """SIGINT or SIGTERM arrived (a BaseException, like KeyboardInterrupt, so that no
+    ``except Exception`` swallows it)."""
+
+
+def _raise_stopped(signum, frame) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+def init_ros(args=None) -> None:
+    """``rclpy.init`` without rclpy's signal handlers; SIGINT/SIGTERM raise ``Stopped``."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _raise_stopped)
+
+
 def run_node(node_class, args=None, threads: int = 1) -> int:
-    """Create ``node_class()``, spin it, return a process exit code.
+    """Create ``node_class()``, spin it until SIGINT or SIGTERM, return a process exit code.
 
     Start-up errors (missing model files, bad parameters) are printed as one clear line and
-    give exit code 1 instead of a traceback.
+    give exit code 1 instead of a traceback. A signal during start-up exits at once (code 0).
+    Afterwards a signal stops the spinning; callbacks still running get ``CALLBACK_GRACE``
+    seconds to finish while the ROS context is still valid, then the node is destroyed and the
+    process exits with code 0. Callbacks still running after that (a long computation, a wait
+    for a reply that no longer comes) are abandoned.
     """
-    rclpy.init(args=args)
+    init_ros(args)
     try:
         node = node_class()
     except (StartupError, FileNotFoundError, ValueError) as error:
         print(f"[{node_class.__name__}] cannot start: {error}", flush=True)
         rclpy.try_shutdown()
         return 1
-    executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else None
-    try:
-        if executor is None:
-            rclpy.spin(node)
-        else:
-            executor.add_node(node)
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        if rclpy.ok():
-            raise
-        # A callback interrupted by shutdown (SIGINT/SIGTERM) is not an error.
-    finally:
-        node.destroy_node()
+    except Stopped:
         rclpy.try_shutdown()
+        return 0
+    stop = threading.Event()
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda signum, frame: stop.set())
+    executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
+                else SingleThreadedExecutor())
+    executor.add_node(node)
+    try:
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=POLL_PERIOD)
+    except ExternalShutdownException:
+        pass
+    finished = threading.Thread(target=executor.shutdown, daemon=True)
+    finished.start()
+    finished.join(CALLBACK_GRACE)
+    if finished.is_alive():
+        node.get_logger().warning(f"callbacks still running after {CALLBACK_GRACE:.0f} s; "
+                                  "exiting without them")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    node.destroy_node()
+    rclpy.try_shutdown()
     return 0

@@ -2,8 +2,8 @@
 """world_model_server: holds the DexWM predictor, the current context and the goal.
 
 Builds the context from ``latents`` and ``joint_states`` (hand keypoints by forward kinematics),
-and serves ``snapshot_context``, ``set_goal``, ``score_actions`` (N action sequences in, N costs
-out: no latents per candidate cross the wire) and ``rollout``.
+and serves ``snapshot_context``, ``set_goal`` and ``score_actions`` (N action sequences in, N
+costs out: no latents per candidate cross the wire).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from dexwm_ros.core.mpc import context_actions
 from dexwm_ros.core.planning_cost import CostWeights, WorldModelCost
 from dexwm_ros.core.world_model import WorldModel
 from dexwm_ros.msg import Latent
-from dexwm_ros.nodes.conversions import latent_to_msg, msg_to_latent, time_to_seconds
+from dexwm_ros.nodes.conversions import msg_to_latent, time_to_seconds
 from dexwm_ros.nodes.joint_state_buffer import JointStateBuffer
 from dexwm_ros.nodes.params import (
     ConfigParameters,
@@ -34,7 +34,7 @@ from dexwm_ros.nodes.params import (
     watch_parameters,
 )
 from dexwm_ros.nodes.runner import StartupError, run_node
-from dexwm_ros.srv import EncodeImage, Rollout, ScoreActions, SetGoal, SnapshotContext
+from dexwm_ros.srv import EncodeImage, ScoreActions, SetGoal, SnapshotContext
 
 RELIABLE = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
 #: Cost weights applied here (the orientation term runs in cem_planner).
@@ -96,7 +96,6 @@ class WorldModelServer(Node):
                                       low=0.1, high=600.0, read_only=True)
         self.create_service(SetGoal, "set_goal", self.on_set_goal)
         self.create_service(ScoreActions, "score_actions", self.on_score)
-        self.create_service(Rollout, "rollout", self.on_rollout)
         self.get_logger().info(f"world model from {model_path} (encoder "
                                f"{self.model.encoder_name}) on {device}")
 
@@ -139,7 +138,7 @@ class WorldModelServer(Node):
         del self.frames[:-self.context_frames]
 
     def on_snapshot(self, request, response):
-        frames = self.frames[-(request.num_frames or self.context_frames):]
+        frames = self.frames[-self.context_frames:]
         if not frames:
             response.success, response.message = False, "no observation yet (latents + joints)"
             return response
@@ -156,7 +155,7 @@ class WorldModelServer(Node):
 
     def encode_goal(self, image) -> Latent:
         """The goal image's latents from camera_encoder; ValueError naming what went wrong."""
-        if not self.encode.wait_for_service(timeout_sec=min(self.encode_timeout, 2.0)):
+        if not self.encode.wait_for_service(timeout_sec=self.encode_timeout):
             raise ValueError("camera_encoder's 'encode_image' service is not available")
         done = threading.Event()
         future = self.encode.call_async(EncodeImage.Request(image=image))
@@ -201,22 +200,6 @@ class WorldModelServer(Node):
             response.success, response.message = False, str(error)
             return response
         response.costs = costs.float().numpy()
-        response.success = True
-        return response
-
-    def on_rollout(self, request, response):
-        try:
-            actions = self._actions(request.actions, (request.horizon, self.action_dim))
-            latents, keypoints = self.cost.rollout(actions)
-        except (ValueError, RuntimeError) as error:
-            response.success, response.message = False, str(error)
-            return response
-        grid = (self.frames[-1][3].grid_height, self.frames[-1][3].grid_width)
-        for latent in latents:
-            msg = latent_to_msg(latent, self.model.encoder_name, grid)
-            msg.header = self.frames[-1][3].header
-            response.predicted_latents.append(msg)
-        response.keypoints_px = [] if keypoints is None else keypoints.flatten().tolist()
         response.success = True
         return response
 
