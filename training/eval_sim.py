@@ -539,6 +539,8 @@ def _plot(out: Path, tasks, policies, seeds, summary: dict) -> None:
     figure.savefig(out / "success.png", dpi=120)
     plt.close(figure)
 
+    config = out / "config.json"
+    control_hz = json.loads(config.read_text())["control_hz"] if config.is_file() else 5.0
     figure, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 3.0), squeeze=False)
     for axis, task in zip(axes[0], tasks, strict=True):
         for policy in policies:
@@ -547,7 +549,7 @@ def _plot(out: Path, tasks, policies, seeds, summary: dict) -> None:
                 continue
             length = max(map(len, curves))
             padded = np.array([c + [c[-1]] * (length - len(c)) for c in curves if c])
-            axis.plot(np.arange(length) / 5.0, padded.mean(0), label=policy)
+            axis.plot(np.arange(1, length + 1) / control_hz, padded.mean(0), label=policy)
         axis.set_title(task)
         axis.set_xlabel("time (s)")
         axis.set_ylabel("task distance (m)")
