@@ -1,6 +1,8 @@
 """Grasp demo: simulated robot + planning stack + grasp_task node (+ robot model and rviz).
 
     ros2 launch dexwm_ros grasp.launch.py model_path:=/path/to/checkpoint
+
+The encoder backend comes from the checkpoint unless ``encoder_backend:=...`` is given.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, Shutdown
@@ -27,12 +29,15 @@ def generate_launch_description():
             "config", default_value=PathJoinSubstitution([share, "config", "grasp.yaml"]),
             description="parameter file keyed by node name"),
         DeclareLaunchArgument("model_path", description="world-model checkpoint directory"),
+        DeclareLaunchArgument("encoder_backend", default_value="",
+                              description="camera_encoder backend; empty = the checkpoint's"),
         DeclareLaunchArgument("rviz", default_value="true", description="start rviz2"),
         DeclareLaunchArgument("dwm", default_value="false",
                               description="start dwm_imagination (DWM videos of plans)"),
         include("sim.launch.py", config=config),
         include("planning.launch.py", config=config,
-                model_path=LaunchConfiguration("model_path")),
+                model_path=LaunchConfiguration("model_path"),
+                encoder_backend=LaunchConfiguration("encoder_backend")),
         include("visualization.launch.py", rviz=LaunchConfiguration("rviz")),
         # The task node ends the demo: its exit shuts the whole launch down.
         *[Node(package="dexwm_ros", executable=name, name=name, parameters=[config],

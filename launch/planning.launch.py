@@ -1,23 +1,36 @@
-"""Planning stack: camera_encoder, world_model_server and the cem_planner action server."""
+"""Planning stack: camera_encoder, world_model_server and the cem_planner action server.
+
+camera_encoder runs the encoder backend recorded in the checkpoint's config.json unless
+``encoder_backend:=...`` is given.
+"""
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from dexwm_ros.nodes.graph import PLANNING_NODES
+from dexwm_ros.nodes.launcher import checkpoint_encoder_backend
 
 
-def generate_launch_description():
-    config = LaunchConfiguration("config")
-    model_path = LaunchConfiguration("model_path")
+def planning_nodes(context):
+    config = LaunchConfiguration("config").perform(context)
+    model_path = LaunchConfiguration("model_path").perform(context)
+    backend = (LaunchConfiguration("encoder_backend").perform(context)
+               or checkpoint_encoder_backend(model_path))
     nodes = []
     for name in PLANNING_NODES:
         parameters = [config]
         if name == "world_model_server":
             parameters.append({"model_path": model_path})
+        if name == "camera_encoder" and backend:
+            parameters.append({"backend": backend})
         nodes.append(Node(package="dexwm_ros", executable=name, name=name,
                           parameters=parameters, output="screen"))
+    return nodes
+
+
+def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument(
             "config", default_value=PathJoinSubstitution(
@@ -26,5 +39,8 @@ def generate_launch_description():
         DeclareLaunchArgument(
             "model_path", description="world-model checkpoint directory (model.safetensors + "
             "config.json), e.g. the demo's build/demo/tiny_world_model"),
-        *nodes,
+        DeclareLaunchArgument(
+            "encoder_backend", default_value="",
+            description="camera_encoder backend; empty = the one recorded in the checkpoint"),
+        OpaqueFunction(function=planning_nodes),
     ])

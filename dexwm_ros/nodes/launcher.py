@@ -6,7 +6,9 @@ task node exits (its exit code is returned), when any other node dies (exit code
 SIGINT (Ctrl-C, exit code 130) or SIGTERM (``kill``, systemd, ``docker stop``; exit code 143).
 Stopping forwards SIGINT to every node, then SIGTERM and finally SIGKILL after grace periods.
 Each node is tied to the launcher's life (Linux ``PR_SET_PDEATHSIG``): if the launcher itself
-is killed, its nodes get SIGTERM, so none is left behind.
+is killed, its nodes get SIGTERM, so none is left behind. camera_encoder runs the encoder
+backend recorded in the world model's checkpoint unless ``--set camera_encoder.backend=...``
+says otherwise.
 
     dexwm-launch grasp --demo
     dexwm-launch planning --set world_model_server.model_path=/models/dexwm
@@ -14,6 +16,7 @@ is killed, its nodes get SIGTERM, so none is left behind.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +24,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+import yaml
 
 from dexwm_ros.nodes.graph import GRAPHS, OPTIONAL_NODES, TASK_NODES
 from dexwm_ros.share import share_path
@@ -36,6 +41,36 @@ def parse_overrides(items: list[str]) -> dict[str, list[str]]:
             raise SystemExit(f"--set expects node.param=value, got '{item}'")
         overrides.setdefault(node, []).append(f"{param}:={value}")
     return overrides
+
+
+def checkpoint_encoder_backend(model_path: str | Path) -> str | None:
+    """The encoder backend recorded in a world-model checkpoint's ``config.json``; None when
+    it cannot be read (world_model_server then reports the problem when it starts)."""
+    try:
+        backend = json.loads((Path(model_path) / "config.json").read_text())["encoder"]["backend"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return backend if isinstance(backend, str) else None
+
+
+def encoder_from_checkpoint(nodes, config: Path, overrides: dict[str, list[str]]) -> str | None:
+    """Add ``backend:=<checkpoint's encoder backend>`` to camera_encoder's overrides (and return
+    it) when the graph runs camera_encoder and world_model_server, the checkpoint is known
+    (``--set`` or the parameter file) and the user did not choose a backend."""
+    if not {"camera_encoder", "world_model_server"} <= set(nodes):
+        return None
+    if any(p.startswith("backend:=") for p in overrides.get("camera_encoder", [])):
+        return None
+    model_path = next((p.split(":=", 1)[1] for p in reversed(overrides.get(
+        "world_model_server", [])) if p.startswith("model_path:=")), None)
+    if model_path is None:
+        params = yaml.safe_load(config.read_text()) or {}
+        model_path = (params.get("world_model_server", {}).get("ros__parameters", {})
+                      .get("model_path"))
+    backend = checkpoint_encoder_backend(model_path) if model_path else None
+    if backend is not None:
+        overrides.setdefault("camera_encoder", []).append(f"backend:={backend}")
+    return backend
 
 
 def ensure_demo_model(directory: Path) -> Path:
@@ -130,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
                                              for p in overrides.get("world_model_server", [])):
         model = ensure_demo_model(args.workdir.resolve() / "tiny_world_model")
         overrides.setdefault("world_model_server", []).append(f"model_path:={model}")
+    if encoder_from_checkpoint(graph["nodes"], config, overrides):
+        print(f"[dexwm-launch] camera_encoder: the checkpoint's encoder ("
+              f"{overrides['camera_encoder'][-1]})", flush=True)
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     processes: dict[str, subprocess.Popen] = {}
