@@ -98,3 +98,19 @@ def test_context_actions_are_the_planner_actions_of_the_observed_joints():
     torch.testing.assert_close(actions.view(2, 44, 3)[:, 21:42],
                                keypoints[1:] - keypoints[:-1])
     assert context_actions(KIN, head_camera(), joints[:1]).shape == (0, 132)
+
+
+def test_the_ros_planner_and_the_evaluator_share_the_session():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for path in ("dexwm_ros/nodes/cem_planner.py", "training/eval_sim.py"):
+        tree = ast.parse((root / path).read_text())
+        called = {n.func.id for n in ast.walk(tree)
+                  if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        assert "MPCSession" in called, f"{path} does not plan through MPCSession"
+        assert "CEMPlanner" not in called, f"{path} runs its own CEM loop"
+        loops = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                 and isinstance(n.func, ast.Attribute) and n.func.attr == "plan"]
+        assert not loops, f"{path} calls CEMPlanner.plan itself"
