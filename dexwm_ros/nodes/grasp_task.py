@@ -23,7 +23,7 @@ from dexwm_ros.nodes.runner import STOP_SIGNALS, Stopped, init_ros
 from dexwm_ros.nodes.task_client import ERROR_NAMES, TaskClient
 
 #: Seconds to wait for the planner to accept the cancel of the running goal on a signal.
-CANCEL_WAIT = 2.0
+CANCEL_WAIT = 3.0
 
 
 class GraspTask(Node):
