@@ -48,7 +48,7 @@ test: setup lint
 # The paper's CEM budget (512 samples x 10 iterations) takes minutes per step on 2 CPU cores;
 # the demo plans with a smaller one so that it finishes in a few minutes.
 DEMO_SETTINGS := --set cem_planner.num_samples=64 --set cem_planner.num_elites=8 \
-	--set cem_planner.iterations=4 --set grasp_task.max_mpc_steps=5
+	--set cem_planner.iterations=4 --set task_runner.max_mpc_steps=5
 
 demo: setup
 	$(VENV)/bin/dexwm-launch grasp --demo $(DEMO_SETTINGS)

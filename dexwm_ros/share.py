@@ -27,7 +27,7 @@ def share_dirs() -> list[Path]:
 
 
 def share_path(*parts: str) -> Path:
-    """Path of a shared file, e.g. ``share_path("config", "grasp.yaml")``."""
+    """Path of a shared file, e.g. ``share_path("config", "dexwm.yaml")``."""
     candidates = [d.joinpath(*parts) for d in share_dirs()]
     for path in candidates:
         if path.exists():

@@ -1,4 +1,4 @@
-"""Grasp demo: simulated robot + planning stack + grasp_task node (+ robot model and rviz).
+"""Grasp demo: simulated robot + planning stack + task_runner node (+ robot model and rviz).
 
     ros2 launch dexwm_ros grasp.launch.py model_path:=/path/to/checkpoint
 
@@ -26,7 +26,7 @@ def generate_launch_description():
 
     return LaunchDescription([
         DeclareLaunchArgument(
-            "config", default_value=PathJoinSubstitution([share, "config", "grasp.yaml"]),
+            "config", default_value=PathJoinSubstitution([share, "config", "dexwm.yaml"]),
             description="parameter file keyed by node name"),
         DeclareLaunchArgument("model_path", description="world-model checkpoint directory"),
         DeclareLaunchArgument("encoder_backend", default_value="",

@@ -34,7 +34,7 @@ def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument(
             "config", default_value=PathJoinSubstitution(
-                [FindPackageShare("dexwm_ros"), "config", "grasp.yaml"]),
+                [FindPackageShare("dexwm_ros"), "config", "dexwm.yaml"]),
             description="parameter file keyed by node name"),
         DeclareLaunchArgument(
             "model_path", description="world-model checkpoint directory (model.safetensors + "

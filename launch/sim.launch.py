@@ -13,7 +13,7 @@ def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument(
             "config", default_value=PathJoinSubstitution(
-                [FindPackageShare("dexwm_ros"), "config", "grasp.yaml"]),
+                [FindPackageShare("dexwm_ros"), "config", "dexwm.yaml"]),
             description="parameter file keyed by node name"),
         *[Node(package="dexwm_ros", executable=name, name=name, parameters=[config],
                output="screen") for name in SIM_NODES],

@@ -439,7 +439,7 @@ def evaluate_ros(tasks: list[str], seeds: list[int], config: EvalConfig, out: Pa
                         f"horizon:={config.horizon}", f"sampler:={config.sampler}",
                         f"control_period:={1.0 / config.control_hz}", "seed:=0"],
     }
-    graph = share_path("config", "grasp.yaml")
+    graph = share_path("config", "dexwm.yaml")
     processes = {name: start(name, graph, overrides.get(name, []))
                  for name in ("sim", "camera_encoder", "world_model_server", "cem_planner")}
     rclpy.init()

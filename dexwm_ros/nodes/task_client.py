@@ -10,7 +10,7 @@ condition on the status holds (e.g. the task succeeded), cancel, and return the 
     result, status = client.run(goal_image, "grasp", max_mpc_steps=40,
                                 stop=lambda s: s.success)
 
-Used by the ``grasp_task`` node and by ``dexwm-eval-sim --ros``. All calls spin the node
+Used by the ``task_runner`` node and by ``dexwm-eval-sim --ros``. All calls spin the node
 themselves, so it must not be spun by an executor elsewhere at the same time.
 """
 from __future__ import annotations

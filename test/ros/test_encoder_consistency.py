@@ -29,7 +29,7 @@ def dinov2_checkpoint(tmp_path_factory):
 
 
 def test_launcher_takes_the_encoder_backend_from_the_checkpoint(dinov2_checkpoint, tmp_path):
-    config = share_path("config", "grasp.yaml")
+    config = share_path("config", "dexwm.yaml")
     overrides = {"world_model_server": [f"model_path:={dinov2_checkpoint}"]}
     assert encoder_from_checkpoint(GRAPHS["grasp"]["nodes"], config, overrides) == "dinov2"
     assert overrides["camera_encoder"] == ["backend:=dinov2"]
@@ -53,7 +53,7 @@ def test_launcher_takes_the_encoder_backend_from_the_checkpoint(dinov2_checkpoin
 
 @pytest.mark.ros
 def test_goal_from_another_encoder_fails_at_once_naming_both(dinov2_checkpoint, ros_node):
-    config = share_path("config", "grasp.yaml")
+    config = share_path("config", "dexwm.yaml")
     extra = {"camera_encoder": ["backend:=tiny"],  # not the checkpoint's encoder
              "world_model_server": [f"model_path:={dinov2_checkpoint}"],
              "cem_planner": ["num_samples:=16", "num_elites:=4", "iterations:=2",

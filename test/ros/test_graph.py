@@ -1,5 +1,5 @@
 """End to end over DDS: sim, camera_encoder, world_model_server and cem_planner as separate
-processes with a tiny world model; goals sent from this process and from grasp_task."""
+processes with a tiny world model; goals sent from this process and from task_runner."""
 import subprocess
 import sys
 import time
@@ -36,7 +36,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def graph(model_dir):
-    config = share_path("config", "grasp.yaml")
+    config = share_path("config", "dexwm.yaml")
     extra = {"world_model_server": [f"model_path:={model_dir}"], "cem_planner": SMALL_PLANNER,
              "sim": ["control_hz:=10.0"]}
     processes = {name: start(name, config, extra.get(name, []))
@@ -88,10 +88,10 @@ def result_of(node, handle, timeout=180):
     return future.result().result
 
 
-def test_grasp_task_node_completes_a_goal(graph, node):
+def test_task_runner_node_completes_a_goal(graph, node):
     commands_before = len(node.commands)
     task = subprocess.run(
-        [sys.executable, "-m", "dexwm_ros.nodes.grasp_task", "--ros-args", "--params-file",
+        [sys.executable, "-m", "dexwm_ros.nodes.task_runner", "--ros-args", "--params-file",
          str(graph["config"]), "-p", "max_mpc_steps:=2", "-p", "timeout:=300.0"],
         capture_output=True, text=True, timeout=400)
     assert task.returncode == 0, task.stdout + task.stderr

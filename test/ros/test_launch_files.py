@@ -48,4 +48,4 @@ def test_launch_files_reference_existing_files():
                     literal.rsplit(".", 1)[-1], "launch")
                 assert (REPO / folder / literal).is_file(), f"{path.name}: {literal} missing"
     grasp = (REPO / "launch" / "grasp.launch.py").read_text()
-    assert "TASK_NODES" in grasp and TASK_NODES == ("grasp_task",)
+    assert "TASK_NODES" in grasp and TASK_NODES == ("task_runner",)

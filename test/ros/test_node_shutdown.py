@@ -1,6 +1,6 @@
 """Every node exits cleanly (exit code 0, no traceback) and promptly on SIGTERM and SIGINT, also
 while busy mid-goal: dwm_imagination denoising, world_model_server scoring candidates,
-grasp_task waiting for its result (it cancels the goal), cem_planner waiting for a score that
+task_runner waiting for its result (it cancels the goal), cem_planner waiting for a score that
 never comes."""
 import os
 import signal
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.ros
 BUSY_PLANNER = ["num_samples:=256", "num_elites:=4", "iterations:=100", "control_period:=0.1",
                 "service_timeout:=120.0", "seed:=0"]
 #: Signalled in this order, so that each is busy when its signal comes.
-ORDER = ("dwm_imagination", "world_model_server", "grasp_task", "cem_planner",
+ORDER = ("dwm_imagination", "world_model_server", "task_runner", "cem_planner",
          "camera_encoder", "sim")
 PROMPT_SECONDS = 10.0
 
@@ -47,16 +47,16 @@ def models(tmp_path_factory):
 
 
 def start_graph(models) -> dict:
-    config = share_path("config", "grasp.yaml")
+    config = share_path("config", "dexwm.yaml")
     extra = {
         "world_model_server": [f"model_path:={models['world_model']}"],
         "cem_planner": BUSY_PLANNER,
         "sim": ["control_hz:=10.0"],
-        "grasp_task": ["max_mpc_steps:=1000", "timeout:=600.0"],
+        "task_runner": ["max_mpc_steps:=1000", "timeout:=600.0"],
     }
     processes = {name: start(name, config, extra.get(name, []))
                  for name in ("sim", "camera_encoder", "world_model_server", "cem_planner",
-                              "grasp_task")}
+                              "task_runner")}
     processes["dwm_imagination"] = start(
         "dwm_imagination", share_path("config", "dwm_imagination.yaml"),
         [f"base_model_path:={models['base']}", f"dwm_weights_path:={models['weights']}",
@@ -95,7 +95,7 @@ def test_every_node_exits_cleanly_mid_goal(sig, models, ros_node, capfd):
             output += capfd.readouterr().out
             dead = [n for n, p in processes.items() if p.poll() is not None]
             assert not dead, f"{dead} exited early:\n{output}"
-            return "MPC step 0 iteration 1:" in node_output(output, "grasp_task")
+            return "MPC step 0 iteration 1:" in node_output(output, "task_runner")
 
         assert spin_until(ros_node, lambda: imagine.server_is_ready() and planning(), 240), \
             f"the graph did not start planning:\n{output}"
@@ -124,6 +124,6 @@ def test_every_node_exits_cleanly_mid_goal(sig, models, ros_node, capfd):
             assert code == 0, (f"{name} after {sig.name}: exit code {code} "
                                f"({seconds:.1f} s):\n{text}")
             assert "Traceback" not in text, f"{name} after {sig.name}:\n{text}"
-        assert "canceled the running goal" in node_output(output, "grasp_task")
+        assert "canceled the running goal" in node_output(output, "task_runner")
     finally:
         stop(processes, grace=5.0)

@@ -29,7 +29,7 @@ SMALL_PLANNER = {"num_samples": 32, "num_elites": 4, "iterations": 3, "control_p
 def node(tmp_path_factory, ros_node):
     model = tmp_path_factory.mktemp("model") / "tiny"
     build_tiny_world_model(seed=0).save(model)
-    config = share_path("config", "grasp.yaml")
+    config = share_path("config", "dexwm.yaml")
     extra = {"world_model_server": [f"model_path:={model}"],
              "cem_planner": [f"{k}:={v}" for k, v in SMALL_PLANNER.items()],
              "sim": ["control_hz:=10.0"]}

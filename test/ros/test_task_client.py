@@ -11,7 +11,7 @@ pytestmark = pytest.mark.ros
 
 @pytest.fixture(scope="module")
 def client(ros_node):
-    sim = start("sim", share_path("config", "grasp.yaml"), ["control_hz:=10.0"])
+    sim = start("sim", share_path("config", "dexwm.yaml"), ["control_hz:=10.0"])
     client = TaskClient(ros_node, timeout=60.0)
 
     def up():

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""grasp_task: a task node in simple-commander style.
+"""task_runner: a task node in simple-commander style.
 
 Resets the simulator to a seeded episode, sends its goal image as a ``PlanToGoal`` goal, prints
 feedback and the result, and exits non-zero when the goal fails (or, with
@@ -26,9 +26,9 @@ from dexwm_ros.nodes.task_client import ERROR_NAMES, TaskClient
 CANCEL_WAIT = 3.0
 
 
-class GraspTask(Node):
+class TaskRunner(Node):
     def __init__(self) -> None:
-        super().__init__("grasp_task")
+        super().__init__("task_runner")
         self.task = declare(self, "task", "grasp", "reach | grasp | place")
         if self.task not in TASK_NAMES:
             raise ValueError(f"parameter task must be one of {TASK_NAMES}, got {self.task}")
@@ -43,7 +43,7 @@ class GraspTask(Node):
         self.goal = None  # the running goal
 
     def say(self, text: str) -> None:
-        print(f"[grasp_task] {text}", flush=True)
+        print(f"[task_runner] {text}", flush=True)
 
     def on_feedback(self, f) -> None:
         self.say(f"MPC step {f.mpc_step} iteration {f.cem_iteration}: best cost "
@@ -100,17 +100,17 @@ def main(args=None) -> None:
     init_ros(args)
     node = None
     try:
-        node = GraspTask()
+        node = TaskRunner()
         code = node.run()
     except (TimeoutError, ValueError) as error:
-        print(f"[grasp_task] {error}", flush=True)
+        print(f"[task_runner] {error}", flush=True)
         code = 1
     except Stopped as stopped:
         for sig in STOP_SIGNALS:  # a second signal does not interrupt the cancel
             signal.signal(sig, signal.SIG_IGN)
         if node is not None:
             node.cancel_running_goal()
-        print(f"[grasp_task] stopped by {stopped}", flush=True)
+        print(f"[task_runner] stopped by {stopped}", flush=True)
         code = 0
     if node is not None:
         node.destroy_node()
