@@ -51,6 +51,18 @@ def _check_last(name: str, tensor: torch.Tensor, tail: tuple[int, ...]) -> None:
                          f"got {tuple(tensor.shape)}")
 
 
+def _check_clip(what: str, keypoints: torch.Tensor, camera_to_world: torch.Tensor) -> None:
+    """Both hands' keypoints ``(..., S, 42, 3)`` and camera poses ``(..., S, 4, 4)``, S >= 2."""
+    _check_last("keypoints", keypoints, (2 * NUM_HAND_KEYPOINTS, 3))
+    _check_last("camera_to_world", camera_to_world, (4, 4))
+    if keypoints.dim() < 3 or keypoints.shape[:-2] != camera_to_world.shape[:-2]:
+        raise ValueError(f"{what}: keypoints (..., S, 42, 3) and camera_to_world "
+                         f"(..., S, 4, 4) must share leading dims, got {tuple(keypoints.shape)} "
+                         f"and {tuple(camera_to_world.shape)}")
+    if keypoints.shape[-3] < 2:
+        raise ValueError(f"{what}: need at least 2 frames")
+
+
 def hand_action(prev_kp: torch.Tensor, next_kp: torch.Tensor) -> torch.Tensor:
     """Action of a one-handed robot: right-hand keypoint deltas ``next - prev``.
 
@@ -112,14 +124,7 @@ def build_actions(keypoints: torch.Tensor, camera_to_world: torch.Tensor) -> tor
     ``R_{k+1} R_k^T``, i.e. a continuous 3-vector. This replaces the paper's Euler-angle delta,
     which wraps at 2 pi and is discontinuous.
     """
-    _check_last("keypoints", keypoints, (2 * NUM_HAND_KEYPOINTS, 3))
-    _check_last("camera_to_world", camera_to_world, (4, 4))
-    if keypoints.dim() < 3 or keypoints.shape[:-2] != camera_to_world.shape[:-2]:
-        raise ValueError(f"build_actions: keypoints (..., S, 42, 3) and camera_to_world "
-                         f"(..., S, 4, 4) must share leading dims, got {tuple(keypoints.shape)} "
-                         f"and {tuple(camera_to_world.shape)}")
-    if keypoints.shape[-3] < 2:
-        raise ValueError("build_actions: need at least 2 frames")
+    _check_clip("build_actions", keypoints, camera_to_world)
     rot = camera_to_world[..., :3, :3]
     trans = camera_to_world[..., :3, 3]
     world_to_first = rot[..., :1, :, :].transpose(-1, -2)  # (..., 1, 3, 3) = R0^T
@@ -325,14 +330,7 @@ def build_rigid_actions(keypoints: torch.Tensor, camera_to_world: torch.Tensor,
     motions are expressed in their own frame at step k, so hand motion does not depend on the
     viewpoint. Returns ``(..., S-1, 57)``.
     """
-    _check_last("keypoints", keypoints, (2 * NUM_HAND_KEYPOINTS, 3))
-    _check_last("camera_to_world", camera_to_world, (4, 4))
-    if keypoints.dim() < 3 or keypoints.shape[:-2] != camera_to_world.shape[:-2]:
-        raise ValueError(f"build_rigid_actions: keypoints (..., S, 42, 3) and camera_to_world "
-                         f"(..., S, 4, 4) must share leading dims, got {tuple(keypoints.shape)} "
-                         f"and {tuple(camera_to_world.shape)}")
-    if keypoints.shape[-3] < 2:
-        raise ValueError("build_rigid_actions: need at least 2 frames")
+    _check_clip("build_rigid_actions", keypoints, camera_to_world)
     parts = []
     for present, rows in zip(hands, (LEFT_HAND_ROWS, RIGHT_HAND_ROWS), strict=True):
         hand = keypoints[..., rows, :]
