@@ -459,8 +459,8 @@ def evaluate_ros(tasks: list[str], seeds: list[int], config: EvalConfig, out: Pa
                     ticks.append(time.monotonic() - last[0])
                     last[0] = time.monotonic()
 
-            result = client.result(client.send(goal_image, task_name, steps, on_feedback),
-                                   stop=lambda status: status.success)
+            result = client.run(goal_image, task_name, steps, stop=lambda status: status.success,
+                                on_feedback=on_feedback, observation_timeout=60.0)[0]
             statuses = [s for s in client.statuses if s.seed == seed]
             first = next((s for s in statuses if s.success), None)
             record = EpisodeResult(

@@ -114,7 +114,17 @@ class TaskClient:
 
     def run(self, goal_image, task: str, max_mpc_steps: int = 0,
             stop: Callable[[TaskStatus], bool] | None = None,
-            on_feedback: Callable | None = None) -> tuple[PlanToGoal.Result, TaskStatus | None]:
-        """Send a goal and wait for it (see ``result``); returns the result and last status."""
-        handle = self.send(goal_image, task, max_mpc_steps, on_feedback)
-        return self.result(handle, stop), self.status
+            on_feedback: Callable | None = None, observation_timeout: float = 0.0
+            ) -> tuple[PlanToGoal.Result, TaskStatus | None]:
+        """Send a goal and wait for it (see ``result``); returns the result and last status.
+        While the planner has no observation yet (``ERROR_NO_OBSERVATION``, e.g. just after
+        start-up) the goal is sent again, for up to ``observation_timeout`` seconds."""
+        deadline = time.monotonic() + observation_timeout
+        while True:
+            result = self.result(self.send(goal_image, task, max_mpc_steps, on_feedback), stop)
+            if (result.error_code != PlanToGoal.Result.ERROR_NO_OBSERVATION
+                    or time.monotonic() > deadline):
+                return result, self.status
+            end = time.monotonic() + 0.5
+            while time.monotonic() < end:
+                rclpy.spin_once(self.node, timeout_sec=0.05)
