@@ -121,7 +121,7 @@ class WorldModelServer(Node):
         stamp = time_to_seconds(msg.header.stamp)
         joints = self.joints.at(stamp, self.sync_tolerance)
         if joints is None:
-            self.get_logger().warn("no joint state near the latent's stamp yet",
+            self.get_logger().warning("no joint state near the latent's stamp yet",
                                    throttle_duration_sec=5.0)
             return
         try:
