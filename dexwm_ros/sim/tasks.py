@@ -72,7 +72,7 @@ SETTLE_SECONDS = 0.3
 MAX_TILT = 0.8
 
 
-class EpisodeError(RuntimeError):
+class EpisodeError(ValueError):
     """No valid episode could be drawn for a seed."""
 
 
