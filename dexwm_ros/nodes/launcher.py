@@ -5,10 +5,10 @@ Reads the same graph definition (``dexwm_ros.nodes.graph``) and parameter files 
 task node exits (its exit code is returned), when any other node dies (exit code 1), or on
 SIGINT (Ctrl-C, exit code 130) or SIGTERM (``kill``, systemd, ``docker stop``; exit code 143).
 Stopping forwards SIGINT to every node, then SIGTERM and finally SIGKILL after grace periods.
-Each node is tied to the launcher's life (Linux ``PR_SET_PDEATHSIG``): if the launcher itself
-is killed, its nodes get SIGTERM, so none is left behind. camera_encoder runs the encoder
-backend recorded in the world model's checkpoint unless ``--set camera_encoder.backend=...``
-says otherwise.
+Each node is tied to the launcher's life (``runner.PARENT_ENV``, Linux ``PR_SET_PDEATHSIG``):
+if the launcher itself is killed, its nodes get SIGTERM, so none is left behind.
+camera_encoder runs the encoder backend recorded in the world model's checkpoint unless
+``--set camera_encoder.backend=...`` says otherwise.
 
     dexwm-launch grasp --demo
     dexwm-launch planning --set world_model_server.model_path=/models/dexwm
@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from dexwm_ros.nodes.graph import GRAPHS, OPTIONAL_NODES, TASK_NODES
+from dexwm_ros.nodes.runner import PARENT_ENV
 from dexwm_ros.share import share_path
 
 
@@ -90,10 +91,6 @@ def pump(name: str, stream) -> None:
         print(f"[{name}] {line}", end="", flush=True)
 
 
-#: prctl option: the signal a process gets when its parent dies (linux/prctl.h).
-PR_SET_PDEATHSIG = 1
-
-
 class Terminated(Exception):
     """The launcher received SIGTERM."""
 
@@ -102,23 +99,14 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the launcher dies (Linux), own process group."""
-    os.setsid()
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def start(name: str, config: Path, extra: list[str]) -> subprocess.Popen:
     command = [sys.executable, "-u", "-m", f"dexwm_ros.nodes.{name}", "--ros-args",
                "-r", f"__node:={name}", "--params-file", str(config)]
     for param in extra:
         command += ["-p", param]
+    env = dict(os.environ, **{PARENT_ENV: str(os.getpid())})  # tie the node to our life
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, preexec_fn=_die_with_parent)
+                               text=True, start_new_session=True, env=env)
     threading.Thread(target=pump, args=(name, process.stdout), daemon=True).start()
     return process
 

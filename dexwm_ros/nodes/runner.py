@@ -35,11 +35,30 @@ def _raise_stopped(signum, frame) -> None:
     raise Stopped(signal.Signals(signum).name)
 
 
+#: Set by dexwm-launch to its own pid: the node is then tied to the launcher's life.
+PARENT_ENV = "DEXWM_LAUNCHER_PID"
+#: prctl option: the signal a process gets when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_launcher() -> None:
+    """SIGTERM when the launcher named in ``PARENT_ENV`` dies (Linux ``PR_SET_PDEATHSIG``)."""
+    launcher = os.environ.get(PARENT_ENV)
+    if not launcher or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(launcher):  # the launcher died before prctl took effect
+        raise Stopped("SIGTERM")
+
+
 def init_ros(args=None) -> None:
     """``rclpy.init`` without rclpy's signal handlers; SIGINT/SIGTERM raise ``Stopped``."""
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_stopped)
+    _stop_with_launcher()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
 
 
 def run_node(node_class, args=None, threads: int = 1) -> int:
