@@ -231,9 +231,9 @@ class WorldModelPolicy(MPCPolicy):
 
         from dexwm_ros.core.encoder import build_encoder
         from dexwm_ros.core.planning_cost import CostWeights, WorldModelCost
-        from dexwm_ros.core.world_model import WorldModel
+        from dexwm_ros.core.world_model import WorldModel, ensure_demo_world_model
 
-        model_dir = config.model or ensure_demo_model(Path(config.demo_model_dir))
+        model_dir = config.model or ensure_demo_world_model(config.demo_model_dir)
         self.model = WorldModel.load(model_dir).eval()
         super().__init__(config, task_name, self.model.action_representation)
         self.encoder = build_encoder(self.model.encoder_backend, config.encoder_weights)
@@ -273,16 +273,6 @@ class WorldModelPolicy(MPCPolicy):
         self.wm_cost.set_context(torch.stack([f[0] for f in self.frames]), actions,
                                  self.encoder.name)
         return lambda candidate_actions, _joints: self.wm_cost.costs(candidate_actions)
-
-
-def ensure_demo_model(directory: Path) -> Path:
-    """The tiny random world model of the demo (written once)."""
-    from dexwm_ros.core.world_model import build_tiny_world_model
-
-    if not (directory / "config.json").is_file():
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        build_tiny_world_model(seed=0).save(directory)
-    return directory
 
 
 def make_policy(name: str, task_name: str, config: EvalConfig) -> Policy:
@@ -429,7 +419,9 @@ def evaluate_ros(tasks: list[str], seeds: list[int], config: EvalConfig, out: Pa
             if not episode_path(out, t, ROS_POLICY, s).is_file()]
     if not jobs:
         return summarize(out, tasks, [ROS_POLICY], seeds)
-    model = config.model or str(ensure_demo_model(Path(config.demo_model_dir)))
+    from dexwm_ros.core.world_model import ensure_demo_world_model
+
+    model = config.model or str(ensure_demo_world_model(config.demo_model_dir))
     overrides = {
         "sim": [f"control_hz:={config.control_hz}"],
         "world_model_server": [f"model_path:={Path(model).resolve()}",

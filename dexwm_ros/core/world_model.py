@@ -139,3 +139,15 @@ def build_tiny_world_model(seed: int = 0, encoder_dim: int = TINY_ENCODER_DIM,
         head = (KeypointHead(encoder_dim, dim=32, depth=1, heads=2) if with_keypoint_head
                 else None)
     return WorldModel(predictor, head, encoder_name="tiny", encoder_backend="tiny").eval()
+
+
+def ensure_demo_world_model(directory: str | Path) -> Path:
+    """The demo's tiny, randomly initialised checkpoint in ``directory``: written once, and
+    loaded (so a damaged one fails now, with its message) when it is already there."""
+    directory = Path(directory)
+    if (directory / CONFIG_FILE).is_file():
+        WorldModel.load(directory)
+    else:
+        build_tiny_world_model(seed=0).save(directory)
+    return directory
+

@@ -74,18 +74,6 @@ def encoder_from_checkpoint(nodes, config: Path, overrides: dict[str, list[str]]
     return backend
 
 
-def ensure_demo_model(directory: Path) -> Path:
-    """A tiny, randomly initialised world model checkpoint for the demo (made once)."""
-    from dexwm_ros.core.world_model import WorldModel, build_tiny_world_model
-
-    if (directory / "config.json").is_file():
-        WorldModel.load(directory)  # fail now, with its message, if it is damaged
-        return directory
-    print(f"[dexwm-launch] writing a tiny demo world model to {directory}", flush=True)
-    build_tiny_world_model(seed=0).save(directory)
-    return directory
-
-
 def pump(name: str, stream) -> None:
     for line in stream:
         print(f"[{name}] {line}", end="", flush=True)
@@ -151,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     needs_model = "world_model_server" in graph["nodes"]
     if args.demo and needs_model and not any(p.startswith("model_path:=")
                                              for p in overrides.get("world_model_server", [])):
-        model = ensure_demo_model(args.workdir.resolve() / "tiny_world_model")
+        from dexwm_ros.core.world_model import ensure_demo_world_model
+
+        model = ensure_demo_world_model(args.workdir.resolve() / "tiny_world_model")
+        print(f"[dexwm-launch] tiny random demo world model: {model}", flush=True)
         overrides.setdefault("world_model_server", []).append(f"model_path:={model}")
     if encoder_from_checkpoint(graph["nodes"], config, overrides):
         print(f"[dexwm-launch] camera_encoder: the checkpoint's encoder ("

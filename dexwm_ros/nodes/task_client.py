@@ -40,6 +40,7 @@ class TaskClient:
         self.timeout = timeout
         self.status: TaskStatus | None = None
         self.statuses: list[TaskStatus] = []
+        self.active = None  # the handle of the goal being waited for
         node.create_subscription(TaskStatus, "task_status", self._on_status,
                                  QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE))
         self.reset_client = node.create_client(ResetTask, "reset_task")
@@ -102,6 +103,7 @@ class TaskClient:
         future = handle.get_result_async()
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         cancelled = False
+        self.active = handle  # stays set if the wait is interrupted, so it can be cancelled
         while rclpy.ok() and not future.done():
             if time.monotonic() > deadline:
                 raise TimeoutError("timed out waiting for the plan_to_goal result")
@@ -110,18 +112,20 @@ class TaskClient:
                     stop(self.status):
                 handle.cancel_goal_async()
                 cancelled = True
+        self.active = None
         return future.result().result
 
     def run(self, goal_image, task: str, max_mpc_steps: int = 0,
             stop: Callable[[TaskStatus], bool] | None = None,
-            on_feedback: Callable | None = None, observation_timeout: float = 0.0
-            ) -> tuple[PlanToGoal.Result, TaskStatus | None]:
+            on_feedback: Callable | None = None, observation_timeout: float = 0.0,
+            timeout: float | None = None) -> tuple[PlanToGoal.Result, TaskStatus | None]:
         """Send a goal and wait for it (see ``result``); returns the result and last status.
         While the planner has no observation yet (``ERROR_NO_OBSERVATION``, e.g. just after
         start-up) the goal is sent again, for up to ``observation_timeout`` seconds."""
         deadline = time.monotonic() + observation_timeout
         while True:
-            result = self.result(self.send(goal_image, task, max_mpc_steps, on_feedback), stop)
+            result = self.result(self.send(goal_image, task, max_mpc_steps, on_feedback), stop,
+                                 timeout)
             if (result.error_code != PlanToGoal.Result.ERROR_NO_OBSERVATION
                     or time.monotonic() > deadline):
                 return result, self.status

@@ -40,7 +40,6 @@ class TaskRunner(Node):
         self.require_success = declare(self, "require_success", False,
                                        "fail unless the task's success criterion holds")
         self.client = TaskClient(self, timeout=self.timeout)
-        self.goal = None  # the running goal
 
     def say(self, text: str) -> None:
         print(f"[task_runner] {text}", flush=True)
@@ -58,18 +57,10 @@ class TaskRunner(Node):
             self.say(str(error))
             return 2
         self.say(f"episode: task {self.task}, seed {self.seed}")
-        while True:
-            self.goal = self.client.send(goal_image, self.task, self.max_mpc_steps,
-                                           self.on_feedback)
-            result = self.client.result(self.goal,
-                                        timeout=max(1.0, deadline - time.monotonic()))
-            self.goal = None
-            if result.error_code != PlanToGoal.Result.ERROR_NO_OBSERVATION:
-                break
-            self.say("no observation yet, retrying in 1 s")
-            time.sleep(1.0)
-            if time.monotonic() > deadline:
-                break
+        remaining = max(1.0, deadline - time.monotonic())
+        result, _ = self.client.run(goal_image, self.task, self.max_mpc_steps,
+                                    on_feedback=self.on_feedback, observation_timeout=remaining,
+                                    timeout=remaining)
         name = ERROR_NAMES.get(result.error_code, str(result.error_code))
         self.say(f"result: {name} {result.error_msg}, final cost {result.final_cost:.4f}, "
                  f"{len(result.executed.points)} joint targets executed")
@@ -87,10 +78,10 @@ class TaskRunner(Node):
 
     def cancel_running_goal(self) -> None:
         """Cancel the running goal, if any, waiting at most ``CANCEL_WAIT`` seconds."""
-        if self.goal is None:
+        if self.client.active is None:
             return
         try:
-            self.client.wait(self.goal.cancel_goal_async(), timeout=CANCEL_WAIT)
+            self.client.wait(self.client.active.cancel_goal_async(), timeout=CANCEL_WAIT)
             self.say("canceled the running goal")
         except Exception as error:  # noqa: BLE001 - the planner may be stopping as well
             self.say(f"could not cancel the running goal: {error!r}")
