@@ -9,10 +9,13 @@ from setuptools import find_packages, setup
 
 
 def share_files(*folders: str) -> list[tuple[str, list[str]]]:
-    """launch/ config/ urdf/ installed to <prefix>/share/dexwm_ros like the colcon build."""
-    return [(f"share/dexwm_ros/{folder}", sorted(str(p) for p in Path(folder).iterdir()
-                                                  if p.is_file()))
-            for folder in folders if Path(folder).is_dir()]
+    """Files of ``folders`` (with their subfolders) installed to <prefix>/share/dexwm_ros like
+    the colcon build."""
+    directories = sorted({p.parent for folder in folders if Path(folder).is_dir()
+                          for p in Path(folder).rglob("*") if p.is_file()})
+    return [(f"share/dexwm_ros/{directory}", sorted(str(p) for p in directory.iterdir()
+                                                     if p.is_file()))
+            for directory in directories]
 
 
 ROS = [
@@ -46,7 +49,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["dexwm_ros", "dexwm_ros.*", "training", "training.*"]),
-    data_files=share_files("launch", "config", "urdf"),
+    data_files=share_files("launch", "config", "urdf", "models"),
     install_requires=[
         "torch>=2.4",
         "numpy",

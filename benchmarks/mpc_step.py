@@ -1,9 +1,9 @@
-"""Seconds per MPC step of ``dexwm-eval-sim --policy wm`` with the demo model, paper budget.
+"""Seconds per MPC step of ``dexwm-eval-sim --policy wm`` with the default model, paper budget.
 
 One closed-loop control tick of the evaluator's ``wm`` policy on a reach episode: render and
 encode the camera image, update the context, and plan with CEM at the paper's budget (N=512
-samples, K=10 elites, L=10 iterations, T=3) using the tiny demo world model (written to
-``build/demo/tiny_world_model`` if missing) and the tiny encoder. The first tick (full
+samples, K=10 elites, L=10 iterations, T=3) using the packaged default world model
+(``models/default_world_model``) and its encoder. The first tick (full
 horizon) and the next (horizon 2, appendix B's shrinking horizon) are timed separately, with
 the predicted frames per second and the split between the world model, the keypoint head and
 the rest. The ``oracle`` policy's tick is timed beside it (no world model). Run with no
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -36,7 +35,7 @@ def timed_ticks(policy, task, ticks: int = 2) -> list[float]:
 
 def main() -> None:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    config = EvalConfig(demo_model_dir=str(Path("build/demo/tiny_world_model")))
+    config = EvalConfig()
     with make_task("reach", seed=0) as task:
         wm = make_policy("wm", "reach", config)
         task.reset(0)

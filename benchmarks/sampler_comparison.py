@@ -65,10 +65,11 @@ class ProjectingKeypointHead:
     def __init__(self, predictor: LinearKeypointPredictor, camera) -> None:
         self.predictor, self.camera = predictor, camera
 
-    def keypoint_pixels(self, latents, chunk_size=None):
+    def keypoint_pixels(self, latents, chunk_size=None, maps=None):
         points = self.predictor.decode(latents)[..., list(WRIST_AND_TIPS), :]
         pixels = self.camera.project(points.double()).float()
-        return torch.cat([torch.zeros_like(pixels), pixels], dim=-2)
+        pixels = torch.cat([torch.zeros_like(pixels), pixels], dim=-2)
+        return pixels if maps is None else pixels[:, list(maps)]
 
 
 def random_target(kin: RobotKinematics, seed: int, steps: int) -> torch.Tensor:

@@ -26,6 +26,15 @@ def share_dirs() -> list[Path]:
     return dirs
 
 
+#: Where the packaged default world model lives (``models/default_world_model``).
+DEFAULT_WORLD_MODEL = ("models", "default_world_model")
+
+
+def world_model_path(path: str | Path | None = None) -> Path:
+    """``path``, or the packaged default world model when ``path`` is empty or None."""
+    return Path(path) if path else share_path(*DEFAULT_WORLD_MODEL)
+
+
 def share_path(*parts: str) -> Path:
     """Path of a shared file, e.g. ``share_path("config", "dexwm.yaml")``."""
     candidates = [d.joinpath(*parts) for d in share_dirs()]

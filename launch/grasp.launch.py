@@ -1,5 +1,6 @@
 """Grasp demo: simulated robot + planning stack + task_runner node (+ robot model and rviz).
 
+    ros2 launch dexwm_ros grasp.launch.py                       # the default world model
     ros2 launch dexwm_ros grasp.launch.py model_path:=/path/to/checkpoint
 
 The encoder backend comes from the checkpoint unless ``encoder_backend:=...`` is given.
@@ -28,7 +29,9 @@ def generate_launch_description():
         DeclareLaunchArgument(
             "config", default_value=PathJoinSubstitution([share, "config", "dexwm.yaml"]),
             description="parameter file keyed by node name"),
-        DeclareLaunchArgument("model_path", description="world-model checkpoint directory"),
+        DeclareLaunchArgument("model_path", default_value="",
+                              description="world-model checkpoint directory; empty: the "
+                              "packaged default world model"),
         DeclareLaunchArgument("encoder_backend", default_value="",
                               description="camera_encoder backend; empty = the checkpoint's"),
         DeclareLaunchArgument("rviz", default_value="true", description="start rviz2"),

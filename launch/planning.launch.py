@@ -1,7 +1,7 @@
 """Planning stack: camera_encoder, world_model_server and the cem_planner action server.
 
-camera_encoder runs the encoder backend recorded in the checkpoint's config.json unless
-``encoder_backend:=...`` is given.
+camera_encoder runs the encoder recorded in the checkpoint's config.json (backend and grid
+pooling) unless ``encoder_backend:=...`` is given.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -10,21 +10,22 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from dexwm_ros.nodes.graph import PLANNING_NODES
-from dexwm_ros.nodes.launcher import checkpoint_encoder_backend
+from dexwm_ros.nodes.launcher import checkpoint_encoder
+from dexwm_ros.share import world_model_path
 
 
 def planning_nodes(context):
     config = LaunchConfiguration("config").perform(context)
     model_path = LaunchConfiguration("model_path").perform(context)
-    backend = (LaunchConfiguration("encoder_backend").perform(context)
-               or checkpoint_encoder_backend(model_path))
+    backend = LaunchConfiguration("encoder_backend").perform(context)
+    encoder = {"backend": backend} if backend else checkpoint_encoder(world_model_path(model_path))
     nodes = []
     for name in PLANNING_NODES:
         parameters = [config]
         if name == "world_model_server":
             parameters.append({"model_path": model_path})
-        if name == "camera_encoder" and backend:
-            parameters.append({"backend": backend})
+        if name == "camera_encoder" and encoder:
+            parameters.append(encoder)
         nodes.append(Node(package="dexwm_ros", executable=name, name=name,
                           parameters=parameters, output="screen"))
     return nodes
@@ -37,8 +38,8 @@ def generate_launch_description():
                 [FindPackageShare("dexwm_ros"), "config", "dexwm.yaml"]),
             description="parameter file keyed by node name"),
         DeclareLaunchArgument(
-            "model_path", description="world-model checkpoint directory (model.safetensors + "
-            "config.json), e.g. the demo's build/demo/tiny_world_model"),
+            "model_path", default_value="", description="world-model checkpoint directory "
+            "(model.safetensors + config.json); empty: the packaged default world model"),
         DeclareLaunchArgument(
             "encoder_backend", default_value="",
             description="camera_encoder backend; empty = the one recorded in the checkpoint"),

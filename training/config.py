@@ -33,6 +33,7 @@ class EncoderConfig:
     weights: str | None = None
     dtype: str = "float32"  # float32 or bfloat16 (weights cast, forward under autocast)
     batch_size: int = 64  # frames per encoder forward pass when encoding on the fly
+    pool: int = 1  # k x k average pooling of the 16 x 28 patch grid (1, 2 or 4)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class CacheConfig:
     dtype: str = "bfloat16"  # storage: float32, bfloat16, float16 or int8 (about half of bf16)
     batch_size: int = 16
     episodes_per_shard: int = 32  # unit of work of a sharded build, and of its resumption
+    in_memory: bool = False  # read the whole cache into RAM (small caches: faster batches)
 
 
 @dataclass

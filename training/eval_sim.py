@@ -3,7 +3,7 @@
 Runs seeded episodes of the reach / grasp / place tasks (``dexwm_ros.sim``) under a policy and
 measures the paper's success criteria (appendix C.4, held for about 1 s):
 
-* ``wm``: CEM MPC with a world model (``--model``; default: a tiny random model) scoring
+* ``wm``: CEM MPC with a world model (``--model``; default: the packaged default model) scoring
   candidates by latent distance to the encoded goal image (the ROS graph's planner, in process);
 * ``oracle``: the same MPC session with a privileged cost from the simulator (true hand
   keypoints against the goal's), to separate planner limits from world-model limits;
@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dexwm_ros.core.tasks import CONTROL_HZ
+
 POLICIES = ("wm", "scripted", "oracle", "hold", "random")
 
 
@@ -46,11 +48,10 @@ class EvalConfig:
     horizon: int = 3
     sampler: str = "cem"
     context_frames: int = 4
-    control_hz: float = 5.0
+    control_hz: float = CONTROL_HZ
     max_seconds: float | None = None
     threads: int = 1
     video_seeds: tuple[int, ...] = ()
-    demo_model_dir: str = "build/demo/tiny_world_model"
 
 
 @dataclass
@@ -229,17 +230,13 @@ class WorldModelPolicy(MPCPolicy):
     def __init__(self, config: EvalConfig, task_name: str) -> None:
         import torch
 
-        from dexwm_ros.core.encoder import build_encoder
         from dexwm_ros.core.planning_cost import CostWeights, WorldModelCost
-        from dexwm_ros.core.world_model import WorldModel, ensure_demo_world_model
+        from dexwm_ros.core.world_model import WorldModel
+        from dexwm_ros.share import world_model_path
 
-        model_dir = config.model or ensure_demo_world_model(config.demo_model_dir)
-        self.model = WorldModel.load(model_dir).eval()
+        self.model = WorldModel.load(world_model_path(config.model)).eval()
         super().__init__(config, task_name, self.model.action_representation)
-        self.encoder = build_encoder(self.model.encoder_backend, config.encoder_weights)
-        if self.encoder.name != self.model.encoder_name:
-            raise ValueError(f"the model expects encoder {self.model.encoder_name!r}, but the "
-                             f"encoder built is {self.encoder.name!r}")
+        self.encoder = self.model.build_encoder(config.encoder_weights)
         slots = self.model.predictor.config.num_slots
         self.context_frames = min(config.context_frames, slots - config.horizon + 1)
         if self.context_frames < 1:
@@ -412,16 +409,14 @@ def evaluate_ros(tasks: list[str], seeds: list[int], config: EvalConfig, out: Pa
     from dexwm_ros.core.tasks import task_spec
     from dexwm_ros.nodes.launcher import start, stop
     from dexwm_ros.nodes.task_client import TaskClient
-    from dexwm_ros.share import share_path
+    from dexwm_ros.share import share_path, world_model_path
 
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(t, s) for s in seeds for t in tasks
             if not episode_path(out, t, ROS_POLICY, s).is_file()]
     if not jobs:
         return summarize(out, tasks, [ROS_POLICY], seeds)
-    from dexwm_ros.core.world_model import ensure_demo_world_model
-
-    model = config.model or str(ensure_demo_world_model(config.demo_model_dir))
+    model = world_model_path(config.model)
     overrides = {
         "sim": [f"control_hz:={config.control_hz}"],
         "world_model_server": [f"model_path:={Path(model).resolve()}",
@@ -561,7 +556,7 @@ def main(argv=None) -> None:
     parser.add_argument("--trials", type=int, default=50, help="episodes per task and policy")
     parser.add_argument("--seed", type=int, default=0, help="first episode seed")
     parser.add_argument("--model", help="world-model checkpoint directory (wm; default: the "
-                        "tiny random demo model)")
+                        "packaged models/default_world_model)")
     parser.add_argument("--encoder-weights", help="local encoder weights for a non-tiny "
                         "encoder")
     parser.add_argument("--workers", type=int, default=1, help="parallel episode processes")

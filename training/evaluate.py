@@ -5,8 +5,10 @@ every step's actions are re-expressed in the camera of the window's first frame,
 training expresses them in (``build_actions``; this matters for a moving camera such as
 EgoDex's). At each 0.2 s step: latent L2 (the
 per-element MSE of eq. 4) and PCK@10 / PCK@20 of the keypoint head on the predicted latents
-against the projected ground truth, counting visible keypoints only. Rollout start frames are
-drawn from a seeded generator. Results go to JSON plus a PNG plot.
+against the projected ground truth, counting visible keypoints only. The same metrics of the
+repeat-last-latent baseline (the context frame's latent as every prediction) are reported
+beside them under ``baseline``. Rollout start frames are drawn from a seeded generator.
+Results go to JSON plus a PNG plot.
 
 CLI: ``dexwm-eval --model RUN/model --config config/train_x.yaml [--output DIR]``.
 """
@@ -19,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dexwm_ros.core.encoder import build_encoder
 from dexwm_ros.core.world_model import WorldModel
 from training.config import EvalConfig, load_config
 from training.datasets import HEATMAP_ROWS, clip_actions, discover_episodes, project_keypoints
@@ -80,8 +81,9 @@ def open_loop_evaluation(world_model: WorldModel, encoder, episodes, config: Eva
     rollouts = rollout_starts(episodes, config)
     steps = config.predictions
     num_slots = predictor.config.num_slots
-    squared = torch.zeros(steps, dtype=torch.float64)
-    correct = {t: torch.zeros(steps, dtype=torch.float64) for t in PCK_THRESHOLDS}
+    squared = {name: torch.zeros(steps, dtype=torch.float64) for name in ("model", "baseline")}
+    correct = {(name, t): torch.zeros(steps, dtype=torch.float64)
+               for name in ("model", "baseline") for t in PCK_THRESHOLDS}
     visible_count = torch.zeros(steps, dtype=torch.float64)
     for first in range(0, len(rollouts), config.batch_size):
         chunk = rollouts[first : first + config.batch_size]
@@ -102,35 +104,41 @@ def open_loop_evaluation(world_model: WorldModel, encoder, episodes, config: Eva
         latents = torch.stack(latents)
         step_actions = [torch.from_numpy(np.stack(per_step)).float().to(device)
                         for per_step in zip(*actions, strict=True)]
-        predicted = sliding_rollout(predictor, latents[:, 0], step_actions)
-        squared += ((predicted - latents[:, 1:]) ** 2).mean(dim=(2, 3)).sum(0).double().cpu()
-        predicted_px = head.keypoint_pixels(predicted.flatten(0, 1)).unflatten(
-            0, predicted.shape[:2]).double().cpu()
         gt_px = torch.stack(pixels)[:, 1:]
         vis = torch.stack(visible)[:, 1:]
-        distance = (predicted_px - gt_px).norm(dim=-1)
         visible_count += vis.sum(dim=(0, 2))
-        for threshold in PCK_THRESHOLDS:
-            correct[threshold] += ((distance <= threshold) & vis).sum(dim=(0, 2))
-    latent_l2 = (squared / len(rollouts)).tolist()
+        predictions = {"model": sliding_rollout(predictor, latents[:, 0], step_actions),
+                       "baseline": latents[:, :1].expand(-1, steps, -1, -1)}
+        for name, predicted in predictions.items():
+            squared[name] += ((predicted - latents[:, 1:]) ** 2).mean(dim=(2, 3)).sum(0) \
+                .double().cpu()
+            predicted_px = head.keypoint_pixels(predicted.flatten(0, 1)).unflatten(
+                0, predicted.shape[:2]).double().cpu()
+            distance = (predicted_px - gt_px).norm(dim=-1)
+            for threshold in PCK_THRESHOLDS:
+                correct[name, threshold] += ((distance <= threshold) & vis).sum(dim=(0, 2))
     results = {
         "horizon_s": [round((t + 1) / config.hz, 6) for t in range(steps)],
-        "latent_l2": latent_l2,
         "num_rollouts": len(rollouts),
         "visible_keypoints": visible_count.tolist(),
         "seed": config.seed,
         "hz": config.hz,
     }
-    for threshold in PCK_THRESHOLDS:
-        per_step = torch.where(visible_count > 0, correct[threshold] / visible_count.clamp(min=1),
-                               torch.full_like(visible_count, float("nan")))
-        results[f"pck@{threshold}"] = per_step.tolist()
-        total = visible_count.sum()
-        results.setdefault("mean", {})[f"pck@{threshold}"] = (
-            float(correct[threshold].sum() / total) if total > 0 else float("nan"))
-        results.setdefault("final", {})[f"pck@{threshold}"] = per_step[-1].item()
-    results["mean"]["latent_l2"] = float(np.mean(latent_l2))
-    results["final"]["latent_l2"] = latent_l2[-1]
+    for name in ("model", "baseline"):
+        metrics = results if name == "model" else results.setdefault("baseline", {})
+        latent_l2 = (squared[name] / len(rollouts)).tolist()
+        metrics["latent_l2"] = latent_l2
+        mean, final = metrics.setdefault("mean", {}), metrics.setdefault("final", {})
+        for threshold in PCK_THRESHOLDS:
+            hits = correct[name, threshold]
+            per_step = torch.where(visible_count > 0, hits / visible_count.clamp(min=1),
+                                   torch.full_like(visible_count, float("nan")))
+            metrics[f"pck@{threshold}"] = per_step.tolist()
+            total = visible_count.sum()
+            mean[f"pck@{threshold}"] = float(hits.sum() / total) if total > 0 else float("nan")
+            final[f"pck@{threshold}"] = per_step[-1].item()
+        mean["latent_l2"] = float(np.mean(latent_l2))
+        final["latent_l2"] = latent_l2[-1]
     return results
 
 
@@ -141,11 +149,7 @@ def evaluate(model_dir: str | Path, config_path: str | Path, output: str | Path 
     config = load_config(config_path, overrides)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     world_model = WorldModel.load(model_dir)
-    encoder = build_encoder(config.encoder.backend, weights=config.encoder.weights,
-                            device=device)
-    if world_model.encoder_name != encoder.name:
-        raise ValueError(f"model was trained on encoder {world_model.encoder_name}, config "
-                         f"builds {encoder.name}")
+    encoder = world_model.build_encoder(config.encoder.weights, device=device)
     specs = config.eval.datasets or config.data.datasets
     episodes = [e for spec in specs for e in discover_episodes(spec)]
     results = open_loop_evaluation(world_model, encoder, episodes, config.eval, device)
@@ -167,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = evaluate(args.model, args.config, args.output, args.set)
     print(json.dumps({"mean": results["mean"], "final": results["final"],
+                      "baseline": {k: results["baseline"][k] for k in ("mean", "final")},
                       "num_rollouts": results["num_rollouts"]}, indent=1))
     return 0
 

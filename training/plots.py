@@ -29,15 +29,23 @@ def plot_losses(metrics_csv: str | Path, output: str | Path) -> Path:
 
 
 def plot_open_loop(results: dict, output: str | Path) -> Path:
-    """Latent L2 and PCK@10/20 against the prediction horizon."""
+    """Latent L2 and PCK@10/20 against the prediction horizon, the model's (solid) beside the
+    repeat-last-latent baseline's (dashed) when the results hold one."""
     seconds = results["horizon_s"]
+    baseline = results.get("baseline")
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(seconds, results["latent_l2"], marker="o")
+    left.plot(seconds, results["latent_l2"], marker="o", label="model")
+    if baseline:
+        left.plot(seconds, baseline["latent_l2"], "--", color="gray", label="repeat last latent")
+        left.legend()
     left.set_xlabel("horizon (s)")
     left.set_ylabel("latent L2 (MSE)")
     left.grid(alpha=0.3)
     for key in ("pck@10", "pck@20"):
-        right.plot(seconds, results[key], marker="o", label=key.upper())
+        line, = right.plot(seconds, results[key], marker="o", label=key.upper())
+        if baseline:
+            right.plot(seconds, baseline[key], "--", color=line.get_color(),
+                       label=f"{key.upper()} repeat last")
     right.set_xlabel("horizon (s)")
     right.set_ylabel("PCK (visible keypoints)")
     right.set_ylim(0, 1)

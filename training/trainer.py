@@ -37,7 +37,7 @@ from torch import nn
 from dexwm_ros.core.actions import ACTION_REPRESENTATIONS, ActionNormalizer
 from dexwm_ros.core.checkpoint import save_json
 from dexwm_ros.core.encoder import build_encoder
-from dexwm_ros.core.keypoint_head import KeypointHead, gaussian_heatmaps
+from dexwm_ros.core.keypoint_head import KeypointHead
 from dexwm_ros.core.predictor import CDiTPredictor, PredictorConfig
 from dexwm_ros.core.world_model import WorldModel
 from training.augment import AugmentConfig
@@ -128,7 +128,7 @@ class Objective(nn.Module):
             latents, pixels, visible = latents[:, -1:], pixels[:, -1:], visible[:, -1:]
         flat_visible = visible.flatten(0, 1)
         predicted = self.keypoint_head(latents.flatten(0, 1)).float()
-        target = gaussian_heatmaps(pixels.flatten(0, 1), flat_visible)
+        target = self.keypoint_head.target_heatmaps(pixels.flatten(0, 1), flat_visible)
         per_map = (predicted - target).square().mean(dim=(-2, -1))
         return (per_map * flat_visible).sum() / per_map.numel()
 
@@ -181,7 +181,7 @@ class Trainer:
 
         self.encoder = build_encoder(config.encoder.backend, weights=config.encoder.weights,
                                      dtype=getattr(torch, config.encoder.dtype),
-                                     device=self.device)
+                                     device=self.device, pool=config.encoder.pool)
         self.cache = self._prepare_cache()
         self.dataset = self._dataset(config.data.datasets, self.cache,
                                      augment=config.data.augment)
@@ -226,7 +226,7 @@ class Trainer:
             plain.unique_entries, self.encoder, c.directory, variants=c.variants,
             batch_size=c.batch_size, storage=c.dtype, episodes_per_shard=c.episodes_per_shard,
             rank=self.rank, world=self.world, stall_timeout_s=self.config.collective_timeout_s,
-            progress=self.config.progress)
+            progress=self.config.progress, in_memory=c.in_memory)
 
     def _build_objective(self) -> Objective:
         c = self.config
@@ -247,7 +247,9 @@ class Trainer:
                 num_patches=self.encoder.num_patches, num_slots=c.data.num_context,
                 action_representation=c.data.action_representation,
                 **c.model.action_conditioning))
-            head = KeypointHead(self.encoder.dim, **c.model.keypoint_head)
+            head = KeypointHead(self.encoder.dim, **{
+                "grid": self.encoder.grid, "patch": self.encoder.token_pixels,
+                **c.model.keypoint_head})
             if mode != "keypoint_head" and c.model.action_normalization:
                 mean, std = self.action_statistics()
                 predictor.set_action_normalization(mean, std)

@@ -17,6 +17,10 @@ Every backend keeps the 16 x 28 grid (and so P = 448 and the same field of view,
 only the pixel resolution is ``grid x patch``. Keypoint pixels are always given in the 224 x 392
 frame of that crop.
 
+``pool`` (1, 2 or 4) average-pools the 16 x 28 grid in k x k blocks (4: a 4 x 7 grid of 28
+tokens, each covering 56 x 56 pixels of the crop): a coarser latent grid for world models that
+must plan fast on a CPU. It is part of the encoder's name (``tiny_pool4``) and preprocessing.
+
 Other image sizes: the image is scaled (bilinear, antialiased) by
 ``max(crop_h / H, crop_w / W)`` so that it covers the crop, then centre-cropped. For images
 wider than 7:4 (e.g. 16:9) this is "short side to 224" as in the paper and the sides are
@@ -46,6 +50,7 @@ SIGLIP_STD = (0.5, 0.5, 0.5)
 TINY_ENCODER_DIM = 64
 TINY_SEED = 0
 BACKENDS = ("tiny", "dinov2", "dinov3", "siglip2", "vjepa2")
+POOLS = (1, 2, 4)
 RESIZE_RULE = "scale to cover crop (bilinear, antialias), centre crop"
 
 _DEFAULT_PATCH = {"tiny": 14, "dinov2": 14, "dinov3": 16, "siglip2": 16, "vjepa2": 16}
@@ -61,33 +66,49 @@ class EncoderWeightsError(ValueError):
     """Encoder weights are missing, unreadable or do not match the requested backend."""
 
 
-def preprocessing_info(backend: str, patch: int | None = None) -> dict:
-    """How images are prepared for ``backend`` (stored in world model configs)."""
+def _check_pool(pool: int) -> int:
+    if pool not in POOLS:
+        raise ValueError(f"encoder pool must be one of {POOLS}, got {pool!r}")
+    return pool
+
+
+def preprocessing_info(backend: str, patch: int | None = None, pool: int = 1) -> dict:
+    """How images are prepared for ``backend`` and how its grid is pooled (stored in world
+    model configs)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown encoder backend {backend!r}; choose from {BACKENDS}")
     patch = patch or _DEFAULT_PATCH[backend]
     siglip = backend == "siglip2"
     return {"image_size": [GRID[0] * patch, GRID[1] * patch], "resize": RESIZE_RULE,
             "mean": list(SIGLIP_MEAN if siglip else IMAGENET_MEAN),
-            "std": list(SIGLIP_STD if siglip else IMAGENET_STD)}
+            "std": list(SIGLIP_STD if siglip else IMAGENET_STD), "pool": _check_pool(pool)}
+
+
+def pooled_name(name: str, pool: int) -> str:
+    """Encoder name with its pooling (``tiny`` -> ``tiny_pool4``; unchanged for pool 1)."""
+    return name if _check_pool(pool) == 1 else f"{name}_pool{pool}"
 
 
 class ImageEncoder(nn.Module):
-    """Frozen backbone + preprocessing. ``encode`` returns final-norm patch tokens."""
+    """Frozen backbone + preprocessing. ``encode`` returns final-norm patch tokens, average
+    pooled ``pool x pool`` (``grid`` is the pooled grid; ``token_pixels`` the crop pixels
+    one latent token covers)."""
 
     def __init__(self, model: nn.Module, backend: str, name: str, patch: int, dim: int,
                  dtype: torch.dtype = torch.float32, num_prefix_tokens: int = 0,
-                 tubelet: int = 1):
+                 tubelet: int = 1, pool: int = 1):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
-        self.backend, self.name, self.patch, self.dim = backend, name, patch, dim
-        self.grid = GRID
-        self.num_patches = GRID[0] * GRID[1]
+        self.pool = _check_pool(pool)
+        self.backend, self.name, self.patch, self.dim = backend, pooled_name(name, pool), patch, dim
+        self.grid = (GRID[0] // pool, GRID[1] // pool)
+        self.num_patches = self.grid[0] * self.grid[1]
+        self.token_pixels = patch * pool
         self.image_size = (GRID[0] * patch, GRID[1] * patch)
         self.dtype = dtype
         self.num_prefix_tokens = num_prefix_tokens
         self.tubelet = tubelet
-        self.preprocessing = preprocessing_info(backend, patch)
+        self.preprocessing = preprocessing_info(backend, patch, pool)
         self.register_buffer("mean", torch.tensor(self.preprocessing["mean"]).view(1, 3, 1, 1),
                              persistent=False)
         self.register_buffer("std", torch.tensor(self.preprocessing["std"]).view(1, 3, 1, 1),
@@ -170,9 +191,13 @@ class ImageEncoder(nn.Module):
         else:
             tokens = self.model(pixel_values=pixels).last_hidden_state
         tokens = tokens[:, self.num_prefix_tokens:]
-        if tokens.shape[1:] != (self.num_patches, self.dim):
+        full = GRID[0] * GRID[1]
+        if tokens.shape[1:] != (full, self.dim):
             raise RuntimeError(f"{self.name}: backbone returned {tuple(tokens.shape)} tokens, "
-                               f"expected (B, {self.num_patches}, {self.dim})")
+                               f"expected (B, {full}, {self.dim})")
+        if self.pool > 1:
+            grid = tokens.transpose(1, 2).unflatten(-1, GRID)
+            tokens = F.avg_pool2d(grid, self.pool).flatten(2).transpose(1, 2)
         return tokens
 
 
@@ -256,10 +281,10 @@ def _encoder_name(backend: str, config) -> str:
 
 
 def build_encoder(backend: str = "tiny", weights: str | Path | None = None,
-                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
-                  ) -> ImageEncoder:
+                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                  pool: int = 1) -> ImageEncoder:
     """Build a frozen encoder (see module docstring). ``dtype`` float32 or bfloat16 (weights
-    cast, forward under autocast)."""
+    cast, forward under autocast); ``pool`` the grid's average pooling."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown encoder backend {backend!r}; choose from {BACKENDS}")
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
@@ -277,6 +302,6 @@ def build_encoder(backend: str = "tiny", weights: str | Path | None = None,
         prefix = 1 + getattr(config, "num_register_tokens", 0)
     tubelet = getattr(config, "tubelet_size", 1) if backend == "vjepa2" else 1
     encoder = ImageEncoder(model, backend, name, config.patch_size, config.hidden_size, dtype,
-                           num_prefix_tokens=prefix, tubelet=tubelet)
+                           num_prefix_tokens=prefix, tubelet=tubelet, pool=pool)
     encoder.model.to(dtype)
     return encoder.to(device)

@@ -2,8 +2,12 @@
 
 Paper section 3.3 and appendix A.3. Latents (B, P, D) -> Linear(D, dim) +
 learned positions -> ``depth`` pre-norm transformer blocks -> LayerNorm -> Linear to
-``patch*patch*num_maps`` per patch -> ``num_maps`` heatmaps of (grid_h*patch, grid_w*patch) =
-(224, 392). Maps: left wrist + thumb..little tips (0-5), right (6-11), i.e. HAND21 indices
+``(patch/stride)^2 * num_maps`` per latent token -> ``num_maps`` heatmaps of
+(grid_h*patch, grid_w*patch) / stride; ``patch`` is the crop pixels one token covers (14 for
+DINOv2's 16 x 28 grid: 224 x 392 maps, the paper's). ``stride`` > 1 gives coarser maps (e.g. a
+pooled 4 x 7 grid, patch 56, stride 8: 28 x 49 maps) for heads that must run fast on a CPU;
+targets are then drawn at that resolution with ``sigma / stride`` (at least one map cell).
+Maps: left wrist + thumb..little tips (0-5), right (6-11), i.e. HAND21 indices
 ``actions.WRIST_AND_TIPS`` of each hand. Pixels are (u, v) = (column, row).
 """
 from __future__ import annotations
@@ -38,26 +42,41 @@ class KeypointHead(nn.Module):
     """Latents -> wrist/fingertip heatmaps. ``heads`` defaults to 16 (paper appendix A.3)."""
 
     def __init__(self, latent_dim: int, grid: tuple[int, int] = (16, 28), patch: int = 14,
-                 num_maps: int = NUM_MAPS, dim: int = 256, depth: int = 6, heads: int = 16):
+                 num_maps: int = NUM_MAPS, dim: int = 256, depth: int = 6, heads: int = 16,
+                 stride: int = 1):
         super().__init__()
         if dim % heads:
             raise ValueError(f"KeypointHead: dim {dim} not divisible by heads {heads}")
+        if not isinstance(stride, int) or stride < 1 or patch % stride:
+            raise ValueError(f"KeypointHead: stride {stride!r} must be a positive divisor of "
+                             f"patch {patch}")
         self.latent_dim, self.grid, self.patch = latent_dim, tuple(grid), patch
         self.num_maps, self.dim, self.depth, self.heads = num_maps, dim, depth, heads
+        self.stride, self.cells = stride, patch // stride
         self.image_size = (grid[0] * patch, grid[1] * patch)
+        self.map_size = (grid[0] * self.cells, grid[1] * self.cells)
         self.input_proj = nn.Linear(latent_dim, dim)
         self.pos_embed = nn.Parameter(torch.randn(1, grid[0] * grid[1], dim) * 0.02)
         self.blocks = nn.ModuleList(_Block(dim, heads) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
-        self.output = nn.Linear(dim, patch * patch * num_maps)
+        self.output = nn.Linear(dim, self.cells * self.cells * num_maps)
 
     def config(self) -> dict:
         return {"latent_dim": self.latent_dim, "grid": list(self.grid), "patch": self.patch,
                 "num_maps": self.num_maps, "dim": self.dim, "depth": self.depth,
-                "heads": self.heads}
+                "heads": self.heads, "stride": self.stride}
 
-    def patch_logits(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, P, D) -> (B, gh, gw, num_maps, patch, patch) (heatmaps before un-patchifying)."""
+    def target_heatmaps(self, pixels: torch.Tensor, visible: torch.Tensor,
+                        sigma: float = 2.0) -> torch.Tensor:
+        """Training targets ``(B, K, *map_size)`` for crop pixels ``(B, K, 2)``: Gaussians of
+        ``sigma`` crop pixels (at least one map cell) at this head's map resolution."""
+        cells = (pixels + 0.5) / self.stride - 0.5
+        return gaussian_heatmaps(cells, visible, self.map_size, max(sigma / self.stride, 1.0))
+
+    def patch_logits(self, latents: torch.Tensor, maps: tuple[int, ...] | None = None
+                     ) -> torch.Tensor:
+        """(B, P, D) -> (B, gh, gw, K, cells, cells) (maps before un-patchifying) of all maps
+        or only of ``maps`` (K = len(maps): only their rows of the output layer run)."""
         expected = (self.grid[0] * self.grid[1], self.latent_dim)
         if latents.dim() != 3 or tuple(latents.shape[1:]) != expected:
             raise ValueError(f"KeypointHead: expected latents (B, {expected[0]}, {expected[1]}), "
@@ -65,33 +84,73 @@ class KeypointHead(nn.Module):
         x = self.input_proj(latents.to(self.pos_embed.dtype)) + self.pos_embed
         for block in self.blocks:
             x = block(x)
-        out = self.output(self.norm(x))
-        return out.view(latents.shape[0], *self.grid, self.num_maps, self.patch, self.patch)
+        x = self.norm(x)
+        if maps is None:
+            out, count = self.output(x), self.num_maps
+        else:
+            rows = self._output_rows(tuple(maps))
+            out = F.linear(x, self.output.weight[rows], self.output.bias[rows])
+            count = len(maps)
+        return out.view(latents.shape[0], *self.grid, count, self.cells, self.cells)
+
+    def _output_rows(self, maps: tuple[int, ...]) -> torch.Tensor:
+        if any(not 0 <= m < self.num_maps for m in maps):
+            raise ValueError(f"KeypointHead: maps {maps} outside [0, {self.num_maps})")
+        per_map = self.cells * self.cells
+        return torch.cat([torch.arange(m * per_map, (m + 1) * per_map) for m in maps]).to(
+            self.output.weight.device)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, P, D) -> heatmaps (B, num_maps, H, W)."""
-        maps = self.patch_logits(latents)  # (B, gh, gw, K, p, p)
+        """(B, P, D) -> heatmaps (B, num_maps, *map_size)."""
+        maps = self.patch_logits(latents)  # (B, gh, gw, K, c, c)
         return maps.permute(0, 3, 1, 4, 2, 5).reshape(latents.shape[0], self.num_maps,
-                                                      *self.image_size)
+                                                      *self.map_size)
 
-    def keypoint_pixels(self, latents: torch.Tensor, chunk_size: int = 32) -> torch.Tensor:
-        """Argmax (u, v) pixel of each map, ``(B, num_maps, 2)`` float, ``chunk_size`` latents
-        at a time. The argmax runs on the patch layout directly (max within each patch, then
-        over patches), so full-resolution maps are never rearranged in memory."""
+    def keypoint_pixels(self, latents: torch.Tensor, chunk_size: int = 128,
+                        maps: tuple[int, ...] | None = None) -> torch.Tensor:
+        """(u, v) crop pixel of each map (or of ``maps`` only, which computes only those),
+        ``(B, K, 2)`` float, ``chunk_size`` latents at a time. At stride 1 the argmax pixel; at coarser strides the argmax cell refined by the
+        weighted mean of its 3 x 3 neighbourhood (positive values), so that keypoints move
+        continuously between cells. The argmax runs on the patch layout directly (max within
+        each token's cells, then over tokens), so full-resolution maps are never rearranged."""
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         results = []
-        gw, p = self.grid[1], self.patch
+        gw, c = self.grid[1], self.cells
         for chunk in latents.split(chunk_size):
-            maps = self.patch_logits(chunk).flatten(-2).flatten(1, 2)  # (b, P, K, p*p)
-            best_in_patch, pixel_in_patch = maps.max(dim=-1)  # (b, P, K)
+            logits = self.patch_logits(chunk, maps)
+            flat = logits.flatten(-2).flatten(1, 2)  # (b, P, K, c*c)
+            best_in_patch, pixel_in_patch = flat.max(dim=-1)  # (b, P, K)
             patch_index = best_in_patch.argmax(dim=1, keepdim=True)  # (b, 1, K)
             pixel = pixel_in_patch.gather(1, patch_index).squeeze(1)
             patch_index = patch_index.squeeze(1)
-            row = (patch_index // gw) * p + pixel // p
-            col = (patch_index % gw) * p + pixel % p
-            results.append(torch.stack([col, row], dim=-1).float())
+            row = (patch_index // gw) * c + pixel // c
+            col = (patch_index % gw) * c + pixel % c
+            cells = torch.stack([col, row], dim=-1).float()
+            if self.stride > 1:
+                full = logits.permute(0, 3, 1, 4, 2, 5).reshape(len(chunk), logits.shape[3],
+                                                                *self.map_size)
+                cells = self._refine(full, row, col)
+            results.append((cells + 0.5) * self.stride - 0.5)
         return torch.cat(results)
+
+    def _refine(self, maps: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        """Weighted mean (u, v) cell of the positive values in the 3 x 3 around each argmax."""
+        height, width = self.map_size
+        offsets = torch.arange(-1, 2, device=maps.device)
+        rows = (row[..., None] + offsets).clamp(0, height - 1)  # (b, K, 3)
+        cols = (col[..., None] + offsets).clamp(0, width - 1)
+        batch = torch.arange(len(maps), device=maps.device)[:, None, None, None]
+        key = torch.arange(maps.shape[1], device=maps.device)[None, :, None, None]
+        window = maps[batch, key, rows[..., :, None], cols[..., None, :]].float().clamp_min(0)
+        total = window.sum(dim=(-2, -1))
+        safe = total.clamp_min(1e-12)
+        u = (window * cols[..., None, :]).sum(dim=(-2, -1)) / safe
+        v = (window * rows[..., :, None]).sum(dim=(-2, -1)) / safe
+        empty = total <= 1e-12
+        u = torch.where(empty, col.float(), u)
+        v = torch.where(empty, row.float(), v)
+        return torch.stack([u, v], dim=-1)
 
 
 def gaussian_heatmaps(pixels: torch.Tensor, visible: torch.Tensor,

@@ -94,8 +94,8 @@ class WorldModelCost:
     candidate_actions (n,T,132), chunk_size) -> (n,T,P,D)`` encodes the shared context once per
     call. ``costs`` sends at most ``batch_size`` candidates per call so that the ``(n,T,P,D)``
     predictions stay small (``None``: as many as fit ``prediction_budget_bytes``).
-    ``keypoint_head.keypoint_pixels(latents (B,P,D), chunk_size) -> (B,12,2)`` decodes pixel
-    keypoints; without a head the keypoint term is off. ``chunk_size`` goes to both (None:
+    ``keypoint_head.keypoint_pixels(latents (B,P,D), chunk_size, maps) -> (B,K,2)`` decodes
+    pixel keypoints of all 12 maps (``maps=None``) or of the cost's ``keypoint_maps`` only; without a head the keypoint term is off. ``chunk_size`` goes to both (None:
     their defaults). ``autocast`` (e.g. ``torch.bfloat16``,
     the fast path on CPUs with AMX) runs predictor and keypoint head under autocast.
     ``encoder_name`` is the encoder the world model expects; latents from another raise
@@ -268,11 +268,11 @@ class WorldModelCost:
 
         if self.keypoint_head is not None and self.weights.keypoint_weight > 0:
             tick = time.perf_counter()
-            keypoints = self._keypoints(predicted[:, -1])
+            maps = tuple(self.weights.keypoint_maps)
+            keypoints = self._keypoints(predicted[:, -1], maps)
             timing["keypoint_head"] += time.perf_counter() - tick
             tick = time.perf_counter()
-            maps = list(self.weights.keypoint_maps)
-            distance = (keypoints[:, maps] - self._goal_keypoints[maps]).norm(dim=-1).mean(-1)
+            distance = (keypoints - self._goal_keypoints[list(maps)]).norm(dim=-1).mean(-1)
             cost = cost + self.weights.keypoint_weight * distance
             timing["cost"] += time.perf_counter() - tick
         return cost
@@ -303,15 +303,16 @@ class WorldModelCost:
             )
         return predicted
 
-    def _keypoints(self, latents: torch.Tensor) -> torch.Tensor:
-        if self.chunk_size is None:  # the head's own default chunking
-            keypoints = self.keypoint_head.keypoint_pixels(latents)
-        else:
-            keypoints = self.keypoint_head.keypoint_pixels(latents, chunk_size=self.chunk_size)
-        if tuple(keypoints.shape) != (len(latents), NUM_KEYPOINT_MAPS, 2):
+    def _keypoints(self, latents: torch.Tensor, maps: tuple[int, ...] | None = None
+                   ) -> torch.Tensor:
+        """Pixel keypoints ``(B, K, 2)`` of all 12 maps, or of ``maps`` only."""
+        options = {} if self.chunk_size is None else {"chunk_size": self.chunk_size}
+        keypoints = self.keypoint_head.keypoint_pixels(latents, maps=maps, **options)
+        expected = (len(latents), NUM_KEYPOINT_MAPS if maps is None else len(maps), 2)
+        if tuple(keypoints.shape) != expected:
             raise ValueError(
                 f"keypoint_head.keypoint_pixels returned {tuple(keypoints.shape)}, expected "
-                f"({len(latents)}, {NUM_KEYPOINT_MAPS}, 2)"
+                f"{expected}"
             )
         return keypoints.float()
 

@@ -51,9 +51,11 @@ from dexwm_ros.core.actions import ACTION_REPRESENTATIONS
 NUM_MODULATION_CHUNKS = 11
 
 #: Preset sizes: (depth, dim, heads). S/B/L/XL from paper Table 5 (31M/104M/344M/456M
-#: parameters with a 1024-wide encoder and 448 patches); "tiny" is for tests and demos.
+#: parameters with a 1024-wide encoder and 448 patches); "tiny" is for tests and demos; "cpu"
+#: is the default world model's (fewer heads: small attention is overhead-bound on a CPU).
 PREDICTOR_PRESETS: dict[str, dict[str, int]] = {
     "tiny": {"depth": 2, "dim": 64, "heads": 4},
+    "cpu": {"depth": 2, "dim": 64, "heads": 2},
     "S": {"depth": 12, "dim": 384, "heads": 6},
     "B": {"depth": 12, "dim": 768, "heads": 12},
     "L": {"depth": 24, "dim": 1024, "heads": 16},

@@ -47,6 +47,9 @@ class TaskSpec:
         return max(1, round(self.max_seconds * control_hz))
 
 
+#: Default control rate (Hz): the world model's frame rate (paper section 4.2, 5 Hz).
+CONTROL_HZ = 5.0
+
 REACH_THRESHOLD = 0.15
 GRASP_DISTANCE = 0.20
 PLACE_THRESHOLD = 0.10

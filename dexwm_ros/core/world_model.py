@@ -23,7 +23,7 @@ from dexwm_ros.core.checkpoint import (
     save_json,
     save_tensors,
 )
-from dexwm_ros.core.encoder import TINY_ENCODER_DIM, preprocessing_info
+from dexwm_ros.core.encoder import TINY_ENCODER_DIM, ImageEncoder, build_encoder, preprocessing_info
 from dexwm_ros.core.keypoint_head import KeypointHead
 from dexwm_ros.core.predictor import CDiTPredictor, PredictorConfig
 
@@ -58,6 +58,21 @@ class WorldModel(nn.Module):
         """What the predictor's actions are (``actions.ACTION_REPRESENTATIONS``); planners
         compute candidate actions with ``actions.robot_hand_actions`` in it."""
         return self.predictor.config.action_representation
+
+    @property
+    def encoder_pool(self) -> int:
+        """The encoder grid's pooling this model was trained with (1 for older checkpoints)."""
+        return int(self.preprocessing.get("pool", 1))
+
+    def build_encoder(self, weights: str | Path | None = None, **options) -> ImageEncoder:
+        """The frozen encoder this model expects (its backend and pooling) from local
+        ``weights``; ``options`` go to ``encoder.build_encoder`` (dtype, device). Raises
+        ``ValueError`` when the weights give an encoder of another name."""
+        encoder = build_encoder(self.encoder_backend, weights, pool=self.encoder_pool, **options)
+        if encoder.name != self.encoder_name:
+            raise ValueError(f"the model expects encoder {self.encoder_name!r}, but the "
+                             f"encoder built is {encoder.name!r}")
+        return encoder
 
     def config(self) -> dict:
         action_normalized = bool((self.predictor.action_mean != 0).any()
@@ -139,15 +154,4 @@ def build_tiny_world_model(seed: int = 0, encoder_dim: int = TINY_ENCODER_DIM,
         head = (KeypointHead(encoder_dim, dim=32, depth=1, heads=2) if with_keypoint_head
                 else None)
     return WorldModel(predictor, head, encoder_name="tiny", encoder_backend="tiny").eval()
-
-
-def ensure_demo_world_model(directory: str | Path) -> Path:
-    """The demo's tiny, randomly initialised checkpoint in ``directory``: written once, and
-    loaded (so a damaged one fails now, with its message) when it is already there."""
-    directory = Path(directory)
-    if (directory / CONFIG_FILE).is_file():
-        WorldModel.load(directory)
-    else:
-        build_tiny_world_model(seed=0).save(directory)
-    return directory
 

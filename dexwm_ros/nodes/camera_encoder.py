@@ -37,8 +37,11 @@ class CameraEncoder(Node):
                          read_only=True)
         bf16 = declare(self, "bf16", False, "bf16 weights and autocast (fast on AMX CPUs, GPUs)",
                        read_only=True)
+        pool = declare(self, "pool", 1, "k x k average pooling of the 16 x 28 patch grid "
+                       "(1, 2 or 4; the checkpoint's, set by the launchers)", read_only=True,
+                       low=1, high=4)
         self.encoder = build_encoder(backend, weights or None, device=device,
-                                     dtype=torch.bfloat16 if bf16 else torch.float32)
+                                     dtype=torch.bfloat16 if bf16 else torch.float32, pool=pool)
         self.get_logger().info(f"encoder {self.encoder.name}: grid {self.encoder.grid}, "
                                f"dim {self.encoder.dim}, device {device}")
         self.publisher = self.create_publisher(Latent, "latents", LATENT_QOS)

@@ -7,10 +7,12 @@ SIGINT (Ctrl-C, exit code 130) or SIGTERM (``kill``, systemd, ``docker stop``; e
 Stopping forwards SIGINT to every node, then SIGTERM and finally SIGKILL after grace periods.
 Each node is tied to the launcher's life (``runner.PARENT_ENV``, Linux ``PR_SET_PDEATHSIG``):
 if the launcher itself is killed, its nodes get SIGTERM, so none is left behind.
-camera_encoder runs the encoder backend recorded in the world model's checkpoint unless
+The world model is the packaged default (``models/default_world_model``) unless
+``--set world_model_server.model_path=...`` names another; camera_encoder runs the encoder
+recorded in that checkpoint (backend and grid pooling) unless
 ``--set camera_encoder.backend=...`` says otherwise.
 
-    dexwm-launch grasp --demo
+    dexwm-launch grasp
     dexwm-launch planning --set world_model_server.model_path=/models/dexwm
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ import yaml
 
 from dexwm_ros.nodes.graph import GRAPHS, OPTIONAL_NODES, TASK_NODES
 from dexwm_ros.nodes.runner import PARENT_ENV
-from dexwm_ros.share import share_path
+from dexwm_ros.share import share_path, world_model_path
 
 
 def parse_overrides(items: list[str]) -> dict[str, list[str]]:
@@ -44,20 +46,25 @@ def parse_overrides(items: list[str]) -> dict[str, list[str]]:
     return overrides
 
 
-def checkpoint_encoder_backend(model_path: str | Path) -> str | None:
-    """The encoder backend recorded in a world-model checkpoint's ``config.json``; None when
-    it cannot be read (world_model_server then reports the problem when it starts)."""
+def checkpoint_encoder(model_path: str | Path) -> dict | None:
+    """camera_encoder parameters of the encoder recorded in a world-model checkpoint's
+    ``config.json``: ``{"backend": ..., "pool": ...}``; None when it cannot be read
+    (world_model_server then reports the problem when it starts)."""
     try:
-        backend = json.loads((Path(model_path) / "config.json").read_text())["encoder"]["backend"]
-    except (OSError, ValueError, KeyError, TypeError):
+        encoder = json.loads((Path(model_path) / "config.json").read_text())["encoder"]
+        backend, pool = encoder["backend"], encoder["preprocessing"].get("pool", 1)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return backend if isinstance(backend, str) else None
+    if not isinstance(backend, str) or not isinstance(pool, int):
+        return None
+    return {"backend": backend, "pool": pool}
 
 
 def encoder_from_checkpoint(nodes, config: Path, overrides: dict[str, list[str]]) -> str | None:
-    """Add ``backend:=<checkpoint's encoder backend>`` to camera_encoder's overrides (and return
-    it) when the graph runs camera_encoder and world_model_server, the checkpoint is known
-    (``--set`` or the parameter file) and the user did not choose a backend."""
+    """Add ``backend:=`` and ``pool:=`` of the checkpoint's encoder to camera_encoder's
+    overrides (and return the backend) when the graph runs camera_encoder and
+    world_model_server, the checkpoint is known (``--set`` or the parameter file) and the user
+    did not choose a backend."""
     if not {"camera_encoder", "world_model_server"} <= set(nodes):
         return None
     if any(p.startswith("backend:=") for p in overrides.get("camera_encoder", [])):
@@ -68,10 +75,15 @@ def encoder_from_checkpoint(nodes, config: Path, overrides: dict[str, list[str]]
         params = yaml.safe_load(config.read_text()) or {}
         model_path = (params.get("world_model_server", {}).get("ros__parameters", {})
                       .get("model_path"))
-    backend = checkpoint_encoder_backend(model_path) if model_path else None
-    if backend is not None:
-        overrides.setdefault("camera_encoder", []).append(f"backend:={backend}")
-    return backend
+    try:
+        encoder = checkpoint_encoder(world_model_path(model_path))
+    except FileNotFoundError:  # no packaged model: world_model_server reports it
+        encoder = None
+    if encoder is None:
+        return None
+    overrides.setdefault("camera_encoder", []).extend(
+        f"{name}:={value}" for name, value in encoder.items())
+    return encoder["backend"]
 
 
 def pump(name: str, stream) -> None:
@@ -128,25 +140,13 @@ def main(argv: list[str] | None = None) -> int:
                         choices=sorted(OPTIONAL_NODES), metavar="NODE",
                         help="also start an optional node (parameters from its own file in "
                              f"config/): {', '.join(sorted(OPTIONAL_NODES))}")
-    parser.add_argument("--demo", action="store_true",
-                        help="use a tiny random world model when no model_path is set")
-    parser.add_argument("--workdir", type=Path, default=Path("build/demo"),
-                        help="where --demo keeps its tiny model (default: build/demo)")
     args = parser.parse_args(argv)
     graph = GRAPHS[args.graph]
     config = args.config or share_path("config", graph["config"])
     overrides = parse_overrides(args.set)
-    needs_model = "world_model_server" in graph["nodes"]
-    if args.demo and needs_model and not any(p.startswith("model_path:=")
-                                             for p in overrides.get("world_model_server", [])):
-        from dexwm_ros.core.world_model import ensure_demo_world_model
-
-        model = ensure_demo_world_model(args.workdir.resolve() / "tiny_world_model")
-        print(f"[dexwm-launch] tiny random demo world model: {model}", flush=True)
-        overrides.setdefault("world_model_server", []).append(f"model_path:={model}")
     if encoder_from_checkpoint(graph["nodes"], config, overrides):
         print(f"[dexwm-launch] camera_encoder: the checkpoint's encoder ("
-              f"{overrides['camera_encoder'][-1]})", flush=True)
+              f"{', '.join(overrides['camera_encoder'][-2:])})", flush=True)
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     processes: dict[str, subprocess.Popen] = {}

@@ -16,7 +16,7 @@ import rclpy
 from rclpy.node import Node
 
 from dexwm_ros.action import PlanToGoal
-from dexwm_ros.core.tasks import TASK_NAMES
+from dexwm_ros.core.tasks import CONTROL_HZ, TASK_NAMES, task_spec
 from dexwm_ros.nodes.conversions import time_to_seconds
 from dexwm_ros.nodes.params import declare
 from dexwm_ros.nodes.runner import STOP_SIGNALS, Stopped, init_ros
@@ -34,7 +34,10 @@ class TaskRunner(Node):
             raise ValueError(f"parameter task must be one of {TASK_NAMES}, got {self.task}")
         self.seed = declare(self, "seed", 0, "episode seed", low=0, high=2**31 - 1)
         self.max_mpc_steps = declare(self, "max_mpc_steps", 0,
-                                     "MPC steps (0 = planner parameter)", low=0, high=10000)
+                                     "MPC steps; 0 = the task's episode length (its "
+                                     "max_seconds at the 5 Hz control rate)", low=0, high=10000)
+        if self.max_mpc_steps == 0:
+            self.max_mpc_steps = task_spec(self.task).max_steps(CONTROL_HZ)
         self.timeout = declare(self, "timeout", 600.0, "seconds before giving up",
                                low=1.0, high=86400.0)
         self.require_success = declare(self, "require_success", False,
@@ -59,6 +62,7 @@ class TaskRunner(Node):
         self.say(f"episode: task {self.task}, seed {self.seed}")
         remaining = max(1.0, deadline - time.monotonic())
         result, _ = self.client.run(goal_image, self.task, self.max_mpc_steps,
+                                    stop=lambda status: status.success,
                                     on_feedback=self.on_feedback, observation_timeout=remaining,
                                     timeout=remaining)
         name = ERROR_NAMES.get(result.error_code, str(result.error_code))
@@ -72,7 +76,7 @@ class TaskRunner(Node):
         if status is not None:
             self.say(f"task status: success={success}, distance {status.distance:.3f} m, "
                      f"contact={status.contact}, step {status.step}")
-        if result.error_code != PlanToGoal.Result.ERROR_NONE:
+        if result.error_code != PlanToGoal.Result.ERROR_NONE and not success:
             return 1
         return 1 if self.require_success and not success else 0
 

@@ -34,6 +34,7 @@ from dexwm_ros.nodes.params import (
     watch_parameters,
 )
 from dexwm_ros.nodes.runner import StartupError, run_node
+from dexwm_ros.share import world_model_path
 from dexwm_ros.srv import EncodeImage, ScoreActions, SetGoal, SnapshotContext
 
 RELIABLE = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
@@ -47,7 +48,8 @@ class WorldModelServer(Node):
         declare_torch_threads(self)
         model_path = declare(self, "model_path", "",
                              "directory of the world-model checkpoint (model.safetensors + "
-                             "config.json)", read_only=True)
+                             "config.json); empty: the packaged default world model",
+                             read_only=True)
         device = declare(self, "device", "cpu", "torch device, e.g. cpu or cuda:0",
                          read_only=True)
         self.context_frames = declare(self, "context_frames", 4,
@@ -66,8 +68,10 @@ class WorldModelServer(Node):
         batch_size = declare(self, "batch_size", 128,
                              "candidates per predictor call (bounds memory)", low=1, high=4096,
                              read_only=True)
-        if not model_path:
-            raise StartupError("parameter 'model_path' is empty: give the checkpoint directory")
+        try:
+            model_path = world_model_path(model_path)
+        except FileNotFoundError as error:
+            raise StartupError(f"no default world model: {error}") from error
         if not Path(model_path).is_dir():
             raise StartupError(f"model_path '{model_path}' does not exist")
         self.model = WorldModel.load(model_path, device=device).eval()

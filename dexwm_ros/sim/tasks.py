@@ -37,7 +37,7 @@ from dexwm_ros.core.kinematics import (
     NUM_JOINTS,
     PinholeCamera,
 )
-from dexwm_ros.core.tasks import TASK_NAMES, task_spec
+from dexwm_ros.core.tasks import CONTROL_HZ, TASK_NAMES, task_spec
 from dexwm_ros.sim.goal_motions import (
     GOAL_MOTIONS,
     HAND_CLOSED,
@@ -79,7 +79,8 @@ class EpisodeError(ValueError):
 class DexTask:
     """One task in one scene. See the module docstring for episodes, control and success."""
 
-    def __init__(self, task_name: str, scene: Scene, seed: int = 0, control_hz: float = 5.0,
+    def __init__(self, task_name: str, scene: Scene, seed: int = 0,
+                 control_hz: float = CONTROL_HZ,
                  render_size: tuple[int, int] = (224, 392)) -> None:
         self.spec = task_spec(task_name)
         if control_hz <= 0 or (1.0 / control_hz) < TIMESTEP:
@@ -379,7 +380,8 @@ class DexTask:
         self.close()
 
 
-def make_task(name: str, seed: int = 0, backend: str = "robosuite", control_hz: float = 5.0,
+def make_task(name: str, seed: int = 0, backend: str = "robosuite",
+              control_hz: float = CONTROL_HZ,
               render_size: tuple[int, int] = (224, 392), objects: tuple[str, ...] | None = None
               ) -> DexTask:
     """Build a task scene. ``backend="robocasa"`` needs the optional robocasa package."""

@@ -150,3 +150,14 @@ def test_weights_errors(tmp_path):
     (dino / "model.safetensors").unlink()
     with pytest.raises(EncoderWeightsError, match="cannot load"):
         build_encoder("dinov2", weights=dino)
+
+
+def test_pooled_encoder_averages_patch_blocks(tiny, images):
+    pooled = build_encoder("tiny", pool=4)
+    assert pooled.name == "tiny_pool4" and pooled.grid == (4, 7) and pooled.num_patches == 28
+    assert pooled.token_pixels == 56 and pooled.preprocessing["pool"] == 4
+    full = tiny.encode(images[:2]).view(2, 16, 28, -1)
+    blocks = full.view(2, 4, 4, 7, 4, -1).mean(dim=(2, 4)).reshape(2, 28, -1)
+    torch.testing.assert_close(pooled.encode(images[:2]), blocks, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="pool"):
+        build_encoder("tiny", pool=3)

@@ -89,3 +89,34 @@ def test_head_trains():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_strided_head_targets_and_subcell_keypoints(monkeypatch):
+    """At stride 8 the maps are 28 x 49 and keypoints come back to about a pixel, not to the
+    8-pixel cell: the argmax is refined by its neighbourhood."""
+    head = KeypointHead(latent_dim=16, grid=(4, 7), patch=56, dim=32, depth=1, heads=4,
+                        stride=8).eval()
+    assert head.map_size == (28, 49) and head.config()["stride"] == 8
+    pixels = torch.tensor([[[100.0, 50.0], [203.3, 171.6]] * 6])  # (1, 12, 2)
+    visible = torch.ones(1, 12, dtype=torch.bool)
+    maps = head.target_heatmaps(pixels, visible, sigma=8.0)
+    assert maps.shape == (1, 12, 28, 49)
+    patches = maps.view(1, 12, 4, 7, 7, 7).permute(0, 2, 4, 1, 3, 5)
+    monkeypatch.setattr(head, "patch_logits", lambda latents, maps=None: patches.expand(
+        len(latents), -1, -1, -1, -1, -1))
+    found = head.keypoint_pixels(torch.zeros(2, 28, 16))
+    assert (found - pixels).abs().max() < 1.5
+    with pytest.raises(ValueError, match="stride"):
+        KeypointHead(latent_dim=16, grid=(4, 7), patch=56, stride=5)
+
+
+def test_keypoints_of_some_maps_equal_those_of_all_maps():
+    head = KeypointHead(latent_dim=16, grid=(4, 7), patch=56, dim=32, depth=1, heads=4,
+                        stride=8).eval()
+    latents = torch.randn(5, 28, 16)
+    with torch.inference_mode():
+        every = head.keypoint_pixels(latents)
+        some = head.keypoint_pixels(latents, chunk_size=2, maps=(6, 9, 11))
+    torch.testing.assert_close(some, every[:, [6, 9, 11]])
+    with pytest.raises(ValueError, match="maps"):
+        head.keypoint_pixels(latents, maps=(12,))

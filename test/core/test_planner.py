@@ -77,10 +77,11 @@ class ProjectingKeypointHead:
     def __init__(self, predictor: LinearWorldPredictor) -> None:
         self.predictor = predictor
 
-    def keypoint_pixels(self, latents, chunk_size=None):
+    def keypoint_pixels(self, latents, chunk_size=None, maps=None):
         points = self.predictor.decode(latents)[..., [0, 4, 8, 12, 16, 20], :]
         pixels = 300.0 * points[..., :2] / points[..., 2:] + torch.tensor([196.0, 112.0])
-        return torch.cat([torch.zeros_like(pixels), pixels], dim=-2)
+        pixels = torch.cat([torch.zeros_like(pixels), pixels], dim=-2)
+        return pixels if maps is None else pixels[:, list(maps)]
 
 
 def make_problem(goal_offset: torch.Tensor, current: torch.Tensor = HOME):

@@ -41,9 +41,10 @@ class MeanKeypointHead:
     def __init__(self) -> None:
         self.calls = 0
 
-    def keypoint_pixels(self, latents, chunk_size=None):
+    def keypoint_pixels(self, latents, chunk_size=None, maps=None):
         self.calls += 1
-        return 10.0 * latents.flatten(-2)[..., :24].unflatten(-1, (12, 2))
+        pixels = 10.0 * latents.flatten(-2)[..., :24].unflatten(-1, (12, 2))
+        return pixels if maps is None else pixels[:, list(maps)]
 
 
 def make_cost(weights=None, head=True, **kwargs):
@@ -238,9 +239,10 @@ class FixedPredictor:
 class FixedHead:
     """Decodes every latent to 12 keypoints at the pixel (latent_0 * 3, latent_1 * 2)."""
 
-    def keypoint_pixels(self, latents, chunk_size=None):
+    def keypoint_pixels(self, latents, chunk_size=None, maps=None):
         pixel = torch.stack([latents[:, 0, 0] * 3.0, latents[:, 0, 1] * 2.0], dim=-1)
-        return pixel[:, None, :].expand(-1, 12, -1)
+        pixels = pixel[:, None, :].expand(-1, 12, -1)
+        return pixels if maps is None else pixels[:, list(maps)]
 
 
 def test_cost_of_a_small_case_computed_by_hand():

@@ -16,7 +16,7 @@ def test_wilson_interval_known_values():
 
 def test_every_policy_runs_and_a_rerun_resumes(tmp_path):
     config = EvalConfig(num_samples=8, num_elites=2, iterations=1, context_frames=2,
-                        max_seconds=3.4, demo_model_dir=str(tmp_path / "demo"),
+                        max_seconds=3.4,
                         video_seeds=(0,))
     summary = evaluate(["reach"], list(POLICIES), [0], config, tmp_path / "out",
                        progress=False)
@@ -49,7 +49,7 @@ def test_ros_mode_runs_episodes_through_the_graph(tmp_path):
     from training.eval_sim import evaluate_ros
 
     config = EvalConfig(num_samples=8, num_elites=2, iterations=1, context_frames=2,
-                        max_seconds=0.6, demo_model_dir=str(tmp_path / "demo"))
+                        max_seconds=0.6)
     summary = evaluate_ros(["reach"], [0], config, tmp_path / "out", progress=False)
     record = json.loads((tmp_path / "out" / "reach" / "wm-ros" / "seed_0000.json").read_text())
     assert record["final"]["error_code"] == 0 and record["distance"]

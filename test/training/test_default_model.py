@@ -1,0 +1,47 @@
+"""The packaged default world model (models/default_world_model) and its recipe."""
+import json
+
+import torch
+
+from dexwm_ros.core.world_model import CONFIG_FILE, MODEL_FILE, WorldModel
+from dexwm_ros.share import world_model_path
+from training.config import load_config
+from training.train import main as train_main
+
+RECIPE = "config/train_default.yaml"
+
+
+def test_committed_checkpoint_loads_and_matches_its_recipe():
+    directory = world_model_path()
+    assert (directory / MODEL_FILE).stat().st_size <= 25 * 2**20  # 25 MB budget (issue)
+    model = WorldModel.load(directory)
+    assert json.loads((directory / CONFIG_FILE).read_text()) == model.config()
+    recipe = load_config(RECIPE)
+    encoder = model.build_encoder()
+    assert encoder.name == model.encoder_name == f"{recipe.encoder.backend}_pool{recipe.encoder.pool}"
+    predictor = model.predictor.config
+    assert (predictor.preset, predictor.num_slots) == (recipe.model.preset, recipe.data.num_context)
+    assert (predictor.num_patches, predictor.latent_dim) == (encoder.num_patches, encoder.dim)
+    head = model.keypoint_head
+    assert head.grid == encoder.grid and head.stride == recipe.model.keypoint_head["stride"]
+    assert (model.predictor.action_std != 1).any()  # trained with action normalisation
+    open_loop = json.loads((directory / "open_loop.json").read_text())
+    assert open_loop["final"]["latent_l2"] < open_loop["baseline"]["final"]["latent_l2"]
+    latents = encoder.encode(torch.zeros(2, 224, 392, 3, dtype=torch.uint8))
+    with torch.inference_mode():
+        predicted = model.predictor.score_candidates(latents, torch.zeros(1, 132),
+                                                     torch.zeros(3, 3, 132))
+    assert predicted.shape == (3, 3, 28, encoder.dim) and torch.isfinite(predicted).all()
+
+
+def test_recipe_first_steps_run_on_a_few_frames(tmp_path):
+    from dexwm_ros.sim.exploration import main as explore_main
+
+    data = tmp_path / "data"
+    assert explore_main(["--out", str(data), "--episodes", "1", "--steps", "12"]) == 0
+    assert train_main(["--config", RECIPE, "--set", f"data.datasets.0.root={data}",
+                       "--set", f"cache.directory={tmp_path / 'cache'}",
+                       "--set", f"output_dir={tmp_path / 'run'}", "--set", "optim.max_steps=2",
+                       "--set", "optim.batch_size=2", "--set", "progress=false"]) == 0
+    model = WorldModel.load(tmp_path / "run" / "model")
+    assert model.encoder_name == "tiny_pool4" and model.keypoint_head.stride == 8
