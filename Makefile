@@ -56,6 +56,8 @@ demo: setup
 DEFAULT_MODEL_RUN := runs/default_model
 default-model: setup
 	$(VENV)/bin/dexwm-explore --out data/default_model/train --episodes 300 --steps 60 --seed 0
+	$(VENV)/bin/dexwm-explore --out data/default_model/jitter --episodes 150 --steps 60 \
+		--seed 200000 --mode jittered_targets
 	$(VENV)/bin/dexwm-explore --out data/default_model/heldout --episodes 24 --steps 60 \
 		--seed 100000
 	$(VENV)/bin/dexwm-train --config config/train_default.yaml

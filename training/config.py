@@ -75,6 +75,9 @@ class LossConfig:
     hc_weight: float = 100.0  # lambda of the hand-consistency loss (section 3.3)
     multistep: int = 8  # autoregressive steps of the fine-tuning loss (section 3.2)
     hc_slots: str = "all"  # "all" predicted frames or only the "last" (saves memory)
+    # also on the target frames' encoder latents (averaged with the predictions' term), so the
+    # keypoint head decodes encoder latents as well as predicted ones (the planner decodes both)
+    hc_targets: bool = False
 
 
 @dataclass

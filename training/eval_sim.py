@@ -416,9 +416,13 @@ def evaluate_ros(tasks: list[str], seeds: list[int], config: EvalConfig, out: Pa
             if not episode_path(out, t, ROS_POLICY, s).is_file()]
     if not jobs:
         return summarize(out, tasks, [ROS_POLICY], seeds)
+    from dexwm_ros.nodes.launcher import checkpoint_encoder
+
     model = world_model_path(config.model)
+    encoder = checkpoint_encoder(model) or {}
     overrides = {
         "sim": [f"control_hz:={config.control_hz}"],
+        "camera_encoder": [f"{name}:={value}" for name, value in encoder.items()],
         "world_model_server": [f"model_path:={Path(model).resolve()}",
                                f"context_frames:={config.context_frames}"],
         "cem_planner": [f"num_samples:={config.num_samples}",

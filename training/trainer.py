@@ -3,7 +3,8 @@
 One ``Trainer`` runs every mode (``config.mode``):
 
 * ``pretrain``: teacher forcing over the clip (slot s predicts frame s+1, appendix C.1),
-  loss = latent MSE + 100 x hand-consistency heatmap loss on the predicted latents (sec. 3.3);
+  loss = latent MSE + 100 x hand-consistency heatmap loss on the predicted latents (sec. 3.3;
+  with ``loss.hc_targets`` also on the target frames' encoder latents);
 * ``finetune``: the same loss on an 8-step autoregressive rollout from the first clip frame
   with ground-truth actions (multistep prediction, sec. 3.2 and C.1);
 * ``keypoint_head``: the heatmap loss of the keypoint head on encoder latents, predictor frozen;
@@ -151,7 +152,10 @@ class Objective(nn.Module):
             predicted = self.predictor.rollout(latents[:, :1], actions[:, :0], actions[:, :steps])
         target = latents[:, 1 : steps + 1]
         state = F.mse_loss(predicted.float(), target.float())
-        hc = self.hand_consistency(predicted, pixels[:, 1 : steps + 1], visible[:, 1 : steps + 1])
+        pixels, visible = pixels[:, 1 : steps + 1], visible[:, 1 : steps + 1]
+        hc = self.hand_consistency(predicted, pixels, visible)
+        if self.loss_config.hc_targets:  # the head also reads encoder latents (goal images)
+            hc = 0.5 * (hc + self.hand_consistency(target, pixels, visible))
         loss = state + self.loss_config.hc_weight * hc
         return {"loss": loss, "state": state.detach(), "hc": hc.detach()}
 

@@ -108,11 +108,12 @@ class KeypointHead(nn.Module):
 
     def keypoint_pixels(self, latents: torch.Tensor, chunk_size: int = 128,
                         maps: tuple[int, ...] | None = None) -> torch.Tensor:
-        """(u, v) crop pixel of each map (or of ``maps`` only, which computes only those),
-        ``(B, K, 2)`` float, ``chunk_size`` latents at a time. At stride 1 the argmax pixel; at coarser strides the argmax cell refined by the
-        weighted mean of its 3 x 3 neighbourhood (positive values), so that keypoints move
-        continuously between cells. The argmax runs on the patch layout directly (max within
-        each token's cells, then over tokens), so full-resolution maps are never rearranged."""
+        """(u, v) crop pixel of each map (or of ``maps`` only, which computes only those), ``(B, K,
+        2)`` float, ``chunk_size`` latents at a time. At stride 1 the argmax pixel; at coarser
+        strides the argmax cell refined by the weighted mean of its 3 x 3 neighbourhood (positive
+        values), so that keypoints move continuously between cells. The argmax runs on the patch
+        layout directly (max within each token's cells, then over tokens), so full-resolution maps
+        are never rearranged."""
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         results = []

@@ -26,7 +26,7 @@ import torch
 from dexwm_ros.core.actions import ACTION_REPRESENTATIONS, robot_hand_actions
 from dexwm_ros.core.kinematics import HOME_JOINT_POSITIONS, PinholeCamera, RobotKinematics
 from dexwm_ros.core.planner import CEMConfig, CEMPlanner, EvaluateFn, IterationHook, PlanResult
-from dexwm_ros.core.planning_cost import CostWeights, OrientationCost
+from dexwm_ros.core.planning_cost import CostWeights, OrientationCost, WorkspaceCost
 from dexwm_ros.core.tasks import TaskSpec, task_spec
 
 #: Bones of the 21-keypoint hand (``HAND21`` order): wrist to each knuckle, then along each
@@ -73,19 +73,18 @@ class MPCSession:
     """Plans one goal tick by tick (see the module docstring).
 
     ``kinematics``/``camera`` give the batched FK of candidates (actions are keypoint deltas in
-    the camera frame). ``orientation_weight`` (grasp) overrides the registry's weight of the
-    wrist orientation term; its target is the wrist rotation when the goal starts.
+    the camera frame). ``weights`` (default: the task registry's) set the planner-side cost
+    terms: the wrist workspace box (``WorkspaceCost``, every task) and the wrist orientation
+    (grasp), whose target is the wrist rotation when the goal starts.
     """
 
     def __init__(self, task: str | TaskSpec, config: CEMConfig, kinematics: RobotKinematics,
-                 camera: PinholeCamera, orientation_weight: float | None = None,
+                 camera: PinholeCamera, weights: CostWeights | None = None,
                  action_representation: str = "keypoint_delta") -> None:
         self.spec = task if isinstance(task, TaskSpec) else task_spec(task)
         self.kinematics = kinematics
         self.camera = camera
-        overrides = {} if orientation_weight is None else {"orientation_weight":
-                                                           orientation_weight}
-        self.weights = CostWeights.for_task(self.spec.name, **overrides)
+        self.weights = weights or CostWeights.for_task(self.spec.name)
         self.planner = CEMPlanner(config, lambda q: kinematics.keypoints_camera(q, camera),
                                   kinematics.lower, kinematics.upper,
                                   action_representation=action_representation)
@@ -96,6 +95,10 @@ class MPCSession:
         """Forget the goal's progress (the next tick starts a new goal)."""
         self.planner.reset()
         self.planner.extra_cost = None
+        self._terms: list = []
+        if self.weights.workspace_weight > 0:
+            self._terms.append(WorkspaceCost(
+                lambda q: self.kinematics.wrist_pose_world(q)[..., :3, 3], self.weights))
         self.ticks = 0
         self._remaining: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -103,10 +106,14 @@ class MPCSession:
              on_iteration: IterationHook | None = None) -> MPCTick:
         """Plan from ``current_joints`` (23,) and return the target to execute now."""
         current = torch.as_tensor(current_joints, dtype=torch.float32)
-        if self.ticks == 0 and self.weights.orientation_weight > 0:
-            target = self.kinematics.wrist_pose_world(current)[:3, :3]
-            self.planner.extra_cost = OrientationCost(self.kinematics.wrist_pose_world, target,
-                                                      self.weights)
+        if self.ticks == 0:
+            terms = list(self._terms)
+            if self.weights.orientation_weight > 0:
+                target = self.kinematics.wrist_pose_world(current)[:3, :3]
+                terms.append(OrientationCost(self.kinematics.wrist_pose_world, target,
+                                             self.weights))
+            self.planner.extra_cost = (None if not terms else
+                                       lambda joints: sum(term(joints) for term in terms))
         if self._remaining is None:
             horizon, mean, sigma = self.horizon, self._new_mean(current), None
         else:

@@ -56,10 +56,20 @@ class CostWeights:
     orientation_weight: float = parameter(0.0, "weight of the wrist rotation (rad) to the wrist "
                                           "rotation at goal start", low=0.0, high=100.0,
                                           live=True)
+    workspace_weight: float = parameter(10.0, "weight per metre of the wrist outside the "
+                                        "workspace box (summed over the horizon)", low=0.0,
+                                        high=1e4, live=True)
+    workspace_low: tuple[float, ...] = parameter(
+        (-0.2, -0.5, 0.9), "lower corner (x, y, z) of the wrist workspace box, world frame (m)",
+        live=True)
+    workspace_high: tuple[float, ...] = parameter(
+        (0.3, 0.15, 1.4), "upper corner (x, y, z) of the wrist workspace box, world frame (m)",
+        live=True)
 
     def validate(self) -> CostWeights:
         """Raise ``ValueError`` naming the first bad field; return ``self`` when valid."""
-        for name in ("latent_weight", "step_discount", "keypoint_weight", "orientation_weight"):
+        for name in ("latent_weight", "step_discount", "keypoint_weight", "orientation_weight",
+                     "workspace_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"CostWeights.{name} must be finite and >= 0, got {value!r}")
@@ -69,6 +79,12 @@ class CostWeights:
                 f"CostWeights.keypoint_maps must be non-empty indices in [0, {NUM_KEYPOINT_MAPS}),"
                 f" got {maps!r}"
             )
+        low, high = tuple(self.workspace_low), tuple(self.workspace_high)
+        if len(low) != 3 or len(high) != 3 or not all(
+                math.isfinite(a) and math.isfinite(b) and a < b
+                for a, b in zip(low, high, strict=True)):
+            raise ValueError(f"CostWeights.workspace_low/high must be 3 finite values each, "
+                             f"low < high, got {low!r} and {high!r}")
         return self
 
     @classmethod
@@ -94,16 +110,15 @@ class WorldModelCost:
     candidate_actions (n,T,132), chunk_size) -> (n,T,P,D)`` encodes the shared context once per
     call. ``costs`` sends at most ``batch_size`` candidates per call so that the ``(n,T,P,D)``
     predictions stay small (``None``: as many as fit ``prediction_budget_bytes``).
-    ``keypoint_head.keypoint_pixels(latents (B,P,D), chunk_size, maps) -> (B,K,2)`` decodes
-    pixel keypoints of all 12 maps (``maps=None``) or of the cost's ``keypoint_maps`` only; without a head the keypoint term is off. ``chunk_size`` goes to both (None:
-    their defaults). ``autocast`` (e.g. ``torch.bfloat16``,
-    the fast path on CPUs with AMX) runs predictor and keypoint head under autocast.
-    ``encoder_name`` is the encoder the world model expects; latents from another raise
-    ``EncoderMismatchError``. Context frames beyond the model's capacity for the candidates'
-    horizon are dropped, oldest first (``_context_window``). ``last_timing`` holds the seconds
-    of the latest ``costs`` call spent in ``world_model`` (predictor), ``keypoint_head`` and
-    ``cost`` (the arithmetic).
-    """
+    ``keypoint_head.keypoint_pixels(latents (B,P,D), chunk_size, maps) -> (B,K,2)`` decodes pixel
+    keypoints of all 12 maps (``maps=None``) or of the cost's ``keypoint_maps`` only; without a head
+    the keypoint term is off. ``chunk_size`` goes to both (None: their defaults). ``autocast`` (e.g.
+    ``torch.bfloat16``, the fast path on CPUs with AMX) runs predictor and keypoint head under
+    autocast. ``encoder_name`` is the encoder the world model expects; latents from another raise
+    ``EncoderMismatchError``. Context frames beyond the model's capacity for the candidates' horizon
+    are dropped, oldest first (``_context_window``). ``last_timing`` holds the seconds of the latest
+    ``costs`` call spent in ``world_model`` (predictor), ``keypoint_head`` and ``cost`` (the
+    arithmetic)."""
 
     def __init__(
         self,
@@ -425,3 +440,27 @@ class KeypointGoalCost:
         distance = (self.keypoints_world(joints) - self.goal).norm(dim=-1).mean(-1)
         return (distance * self.weights.step_weights(joints.shape[-2])).sum(-1)
 
+
+class WorkspaceCost:
+    """Keeps plans in the robot cell's workspace: ``workspace_weight`` times the distance (m)
+    of the wrist outside the box ``workspace_low``..``workspace_high`` (world frame), summed
+    over the horizon steps. Not in the paper: a learned model is only right where it has data
+    (the default box is the region over the table that exploration covers and every task's
+    goal lies in), and CEM otherwise finds plans the model scores well and reality does not.
+    ``wrist_position_fn(joints (N, T, J)) -> (N, T, 3)``, e.g. from
+    ``RobotKinematics.wrist_pose_world``."""
+
+    def __init__(self, wrist_position_fn: Callable[[torch.Tensor], torch.Tensor],
+                 weights: CostWeights) -> None:
+        self.weights = weights.validate()
+        self.wrist_position_fn = wrist_position_fn
+        self.low = torch.tensor(weights.workspace_low, dtype=torch.float32)
+        self.high = torch.tensor(weights.workspace_high, dtype=torch.float32)
+
+    def __call__(self, joints: torch.Tensor) -> torch.Tensor:
+        position = self.wrist_position_fn(joints).float().cpu()
+        if tuple(position.shape) != (*joints.shape[:-1], 3):
+            raise ValueError(f"wrist_position_fn returned {tuple(position.shape)}, expected "
+                             f"{(*joints.shape[:-1], 3)}")
+        outside = (self.low - position).clamp_min(0) + (position - self.high).clamp_min(0)
+        return self.weights.workspace_weight * outside.norm(dim=-1).sum(-1)

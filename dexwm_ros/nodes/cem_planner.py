@@ -47,7 +47,8 @@ from dexwm_ros.srv import ScoreActions, SetGoal, SnapshotContext
 
 RESULT = PlanToGoal.Result
 #: Cost weights that act planner-side (the world-model server holds the others).
-PLANNER_COST_FIELDS = ("orientation_weight",)
+PLANNER_COST_FIELDS = ("orientation_weight", "workspace_weight", "workspace_low",
+                       "workspace_high")
 
 
 class CemPlannerNode(Node):
@@ -203,7 +204,7 @@ class CemPlannerNode(Node):
     def make_session(self, task: str) -> MPCSession:
         config, weights = self.settings[task]
         return MPCSession(task, config, self.kinematics, self.camera,
-                          orientation_weight=weights.orientation_weight,
+                          weights=weights,
                           action_representation=self.action_representation)
 
     # ------------------------------------------------------------------ parameters

@@ -1,13 +1,17 @@
 """Exploration episodes without task success (paper section 4.5, appendix C.2), stored as HDF5.
 
-Modes (``--mode mixed`` cycles through them by episode index):
+Modes (``--mode mixed`` cycles through the first three, the paper's, by episode index):
 
 * ``lift_replay``: a scripted lift (approach from above, descend, close, lift) towards an
   object's place, replayed after the objects were shuffled, with its target shifted and
   continuous (Ornstein-Uhlenbeck) noise on every joint target;
 * ``random_targets``: programmatic random 3D wrist targets (IK) with random hand poses,
   interpolated in joint space;
-* ``hand_open_close``: the arm holds still while the hand opens and closes.
+* ``hand_open_close``: the arm holds still while the hand opens and closes;
+* ``jittered_targets``: ``random_targets`` with independent per-step noise on every joint
+  target at the scale of the planner's CEM samples (appendix B: 0.3 rad arm, 0.1 rad hand,
+  halved), so the model also sees the fast, jumpy motions that MPC candidates command (the
+  simulated arm covers about half of a commanded jump in one 0.2 s step).
 
 The file format is documented in ``dexwm_ros.sim.episode_format``.
 """
@@ -22,7 +26,8 @@ import numpy as np
 
 from dexwm_ros.sim.episode_format import episode_path, write_episode
 
-MODES = ("lift_replay", "random_targets", "hand_open_close")
+MODES = ("lift_replay", "random_targets", "hand_open_close", "jittered_targets")
+MIXED_MODES = MODES[:3]
 #: Draws of an episode before giving up on one that never grasps.
 MAX_ATTEMPTS = 10
 
@@ -93,6 +98,14 @@ def random_target_targets(task, rng: np.random.Generator, steps: int) -> np.ndar
     return _interpolate(waypoints, times, steps)
 
 
+def jittered_target_targets(task, rng: np.random.Generator, steps: int) -> np.ndarray:
+    """``random_target_targets`` plus white noise per step and joint (0.15 rad arm, 0.05 hand),
+    clipped to the joint limits."""
+    targets = random_target_targets(task, rng, steps)
+    sigma = np.r_[np.full(7, 0.15), np.full(16, 0.05)]
+    return np.clip(targets + rng.normal(0.0, sigma, targets.shape), task.lower, task.upper)
+
+
 def hand_open_close_targets(task, rng: np.random.Generator, steps: int) -> np.ndarray:
     """The arm holds; the hand moves between random open and (partly) closed poses."""
     from dexwm_ros.sim.tasks import HAND_CLOSED, HAND_OPEN
@@ -115,6 +128,7 @@ _SCRIPTS = {
     "lift_replay": lift_replay_targets,
     "random_targets": random_target_targets,
     "hand_open_close": hand_open_close_targets,
+    "jittered_targets": jittered_target_targets,
 }
 
 
@@ -201,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     frames, start, contact = 0, time.perf_counter(), []
     with make_task("reach", seed=args.seed, control_hz=args.control_hz) as task:
         for i in tqdm(todo, desc="exploration episodes", unit="ep"):
-            mode = MODES[i % len(MODES)] if args.mode == "mixed" else args.mode
+            mode = MIXED_MODES[i % len(MIXED_MODES)] if args.mode == "mixed" else args.mode
             episode = generate_episode(task, kinematics, mode, args.seed + i, args.steps)
             contact.append(episode.pop("contact_fraction"))
             write_episode(episode_path(args.out, i), overwrite=args.overwrite, **episode)

@@ -256,3 +256,16 @@ def test_cost_of_a_small_case_computed_by_hand():
     cost.set_goal(torch.tensor([[1.0, 0.0]]), ENCODER)
     # Goal latent [1, 0]: MSEs 0 and (1 + 4) / 2 = 2.5 give 2.5; pixels (0, 4) and (3, 0): 5 px.
     assert cost.costs(torch.zeros(1, 2, 132)).item() == pytest.approx(2.5 + 0.01 * 5.0)
+
+
+def test_workspace_cost_is_the_distance_outside_the_box():
+    from dexwm_ros.core.planning_cost import WorkspaceCost
+
+    weights = CostWeights(workspace_weight=10.0, workspace_low=(0.0, 0.0, 0.0),
+                          workspace_high=(1.0, 1.0, 1.0))
+    cost = WorkspaceCost(lambda joints: joints[..., :3], weights)
+    joints = torch.tensor([[[0.5, 0.5, 0.5], [0.2, 0.9, 0.1]],     # inside: 0
+                           [[1.1, 0.5, 0.5], [0.5, -0.3, 1.4]]])   # 0.1 m, then 0.5 m out
+    torch.testing.assert_close(cost(joints), torch.tensor([0.0, 10.0 * (0.1 + 0.5)]))
+    with pytest.raises(ValueError, match="workspace"):
+        CostWeights(workspace_low=(0.0, 0.0, 2.0), workspace_high=(1.0, 1.0, 1.0)).validate()

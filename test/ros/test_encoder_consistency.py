@@ -32,7 +32,7 @@ def test_launcher_takes_the_encoder_backend_from_the_checkpoint(dinov2_checkpoin
     config = share_path("config", "dexwm.yaml")
     overrides = {"world_model_server": [f"model_path:={dinov2_checkpoint}"]}
     assert encoder_from_checkpoint(GRAPHS["grasp"]["nodes"], config, overrides) == "dinov2"
-    assert overrides["camera_encoder"] == ["backend:=dinov2"]
+    assert overrides["camera_encoder"] == ["backend:=dinov2", "pool:=1"]
 
     chosen = {"world_model_server": [f"model_path:={dinov2_checkpoint}"],
               "camera_encoder": ["backend:=tiny"]}
@@ -44,7 +44,16 @@ def test_launcher_takes_the_encoder_backend_from_the_checkpoint(dinov2_checkpoin
                       f"    model_path: {dinov2_checkpoint}\n")
     from_file: dict = {}
     assert encoder_from_checkpoint(GRAPHS["planning"]["nodes"], params, from_file) == "dinov2"
-    assert from_file == {"camera_encoder": ["backend:=dinov2"]}
+    assert from_file == {"camera_encoder": ["backend:=dinov2", "pool:=1"]}
+
+    pooled = tmp_path / "pooled"  # a pooled grid travels with the backend
+    build_tiny_world_model(seed=0).save(pooled)
+    pooled_config = json.loads((pooled / "config.json").read_text())
+    pooled_config["encoder"]["preprocessing"]["pool"] = 4
+    (pooled / "config.json").write_text(json.dumps(pooled_config))
+    with_pool = {"world_model_server": [f"model_path:={pooled}"]}
+    assert encoder_from_checkpoint(GRAPHS["grasp"]["nodes"], config, with_pool) == "tiny"
+    assert with_pool["camera_encoder"] == ["backend:=tiny", "pool:=4"]
 
     assert encoder_from_checkpoint(GRAPHS["sim"]["nodes"], config, {}) is None
     missing = {"world_model_server": [f"model_path:={tmp_path / 'none'}"]}

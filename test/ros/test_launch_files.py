@@ -23,7 +23,7 @@ def test_every_graph_node_is_an_installed_executable():
 
 def test_launch_directories_are_installed():
     cmake = (REPO / "CMakeLists.txt").read_text()
-    assert re.search(r"install\(DIRECTORY launch config urdf DESTINATION share", cmake)
+    assert re.search(r"install\(DIRECTORY launch config urdf models DESTINATION share", cmake)
 
 
 def test_parameter_files_are_keyed_by_node_name():

@@ -14,6 +14,7 @@ from dexwm_ros.action import PlanToGoal
 from dexwm_ros.core.planner import CEMConfig
 from dexwm_ros.core.planning_cost import CostWeights
 from dexwm_ros.core.world_model import build_tiny_world_model
+from dexwm_ros.nodes.cem_planner import PLANNER_COST_FIELDS
 from dexwm_ros.nodes.launcher import start, stop
 from dexwm_ros.nodes.params import ConfigParameters, watch_parameters
 from dexwm_ros.share import share_path
@@ -121,7 +122,8 @@ def test_planner_parameters_come_from_the_config_dataclasses(node):
     assert (described[0].integer_range[0].from_value,
             described[0].integer_range[0].to_value) == (2, 8192)
     assert described[1].read_only and described[2].read_only
-    server = [f.name for f in dataclasses.fields(CostWeights) if f.name != "orientation_weight"]
+    server = [f.name for f in dataclasses.fields(CostWeights)
+              if f.name not in PLANNER_COST_FIELDS]
     assert get(node, "world_model_server", *server) == [
         list(v) if isinstance(v, tuple) else v
         for v in (getattr(CostWeights(), name) for name in server)]

@@ -14,10 +14,7 @@ def start(node, *params):
     return subprocess.run(args, capture_output=True, text=True, timeout=120)
 
 
-def test_world_model_server_without_model(tmp_path):
-    result = start("world_model_server")
-    assert result.returncode == 1
-    assert "cannot start: parameter 'model_path' is empty" in result.stdout
+def test_world_model_server_with_missing_model(tmp_path):
     missing = tmp_path / "nowhere"
     result = start("world_model_server", f"model_path:={missing}")
     assert result.returncode == 1 and f"model_path '{missing}' does not exist" in result.stdout

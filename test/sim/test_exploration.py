@@ -112,3 +112,17 @@ def test_an_episode_that_grasps_is_redrawn(monkeypatch):
     monkeypatch.setattr(exploration, "MAX_ATTEMPTS", 2)
     with make_task("grasp", seed=0) as task, pytest.raises(RuntimeError, match="grasped"):
         exploration.generate_episode(task, RobotKinematics(), "lift_replay", 0, steps=20)
+
+
+def test_jittered_targets_move_faster_than_random_targets():
+    """jittered_targets adds planner-scale jumps to the same random wrist targets."""
+    from dexwm_ros.core.kinematics import RobotKinematics
+    from dexwm_ros.sim import make_task
+    from dexwm_ros.sim.exploration import generate_episode
+
+    kinematics, steps = RobotKinematics(), {}
+    with make_task("reach", seed=0) as task:
+        for mode in ("random_targets", "jittered_targets"):
+            joints = generate_episode(task, kinematics, mode, 3, steps=20)["joint_positions"]
+            steps[mode] = np.abs(np.diff(joints[:, :7], axis=0)).mean()
+    assert steps["jittered_targets"] > 1.5 * steps["random_targets"]

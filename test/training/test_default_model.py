@@ -18,7 +18,8 @@ def test_committed_checkpoint_loads_and_matches_its_recipe():
     assert json.loads((directory / CONFIG_FILE).read_text()) == model.config()
     recipe = load_config(RECIPE)
     encoder = model.build_encoder()
-    assert encoder.name == model.encoder_name == f"{recipe.encoder.backend}_pool{recipe.encoder.pool}"
+    expected = f"{recipe.encoder.backend}_pool{recipe.encoder.pool}"
+    assert encoder.name == model.encoder_name == expected
     predictor = model.predictor.config
     assert (predictor.preset, predictor.num_slots) == (recipe.model.preset, recipe.data.num_context)
     assert (predictor.num_patches, predictor.latent_dim) == (encoder.num_patches, encoder.dim)
