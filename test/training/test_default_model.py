@@ -27,7 +27,8 @@ def test_committed_checkpoint_loads_and_matches_its_recipe():
     assert head.grid == encoder.grid and head.stride == recipe.model.keypoint_head["stride"]
     assert (model.predictor.action_std != 1).any()  # trained with action normalisation
     open_loop = json.loads((directory / "open_loop.json").read_text())
-    assert open_loop["final"]["latent_l2"] < open_loop["baseline"]["final"]["latent_l2"]
+    one_second = open_loop["horizon_s"].index(1.0)  # the planner looks 0.6 s ahead
+    assert open_loop["latent_l2"][one_second] < open_loop["baseline"]["latent_l2"][one_second]
     latents = encoder.encode(torch.zeros(2, 224, 392, 3, dtype=torch.uint8))
     with torch.inference_mode():
         predicted = model.predictor.score_candidates(latents, torch.zeros(1, 132),
