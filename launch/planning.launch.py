@@ -11,14 +11,13 @@ from launch_ros.substitutions import FindPackageShare
 
 from dexwm_ros.nodes.graph import PLANNING_NODES
 from dexwm_ros.nodes.launcher import checkpoint_encoder
-from dexwm_ros.share import world_model_path
 
 
 def planning_nodes(context):
     config = LaunchConfiguration("config").perform(context)
     model_path = LaunchConfiguration("model_path").perform(context)
     backend = LaunchConfiguration("encoder_backend").perform(context)
-    encoder = {"backend": backend} if backend else checkpoint_encoder(world_model_path(model_path))
+    encoder = {"backend": backend} if backend else checkpoint_encoder(model_path)
     nodes = []
     for name in PLANNING_NODES:
         parameters = [config]

@@ -46,12 +46,14 @@ def parse_overrides(items: list[str]) -> dict[str, list[str]]:
     return overrides
 
 
-def checkpoint_encoder(model_path: str | Path) -> dict | None:
+def checkpoint_encoder(model_path: str | Path | None) -> dict | None:
     """camera_encoder parameters of the encoder recorded in a world-model checkpoint's
-    ``config.json``: ``{"backend": ..., "pool": ...}``; None when it cannot be read
+    ``config.json`` (empty ``model_path``: the packaged default model's, as world_model_server
+    resolves it): ``{"backend": ..., "pool": ...}``; None when it cannot be read
     (world_model_server then reports the problem when it starts)."""
     try:
-        encoder = json.loads((Path(model_path) / "config.json").read_text())["encoder"]
+        directory = world_model_path(model_path)
+        encoder = json.loads((directory / "config.json").read_text())["encoder"]
         backend, pool = encoder["backend"], encoder["preprocessing"].get("pool", 1)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -75,10 +77,7 @@ def encoder_from_checkpoint(nodes, config: Path, overrides: dict[str, list[str]]
         params = yaml.safe_load(config.read_text()) or {}
         model_path = (params.get("world_model_server", {}).get("ros__parameters", {})
                       .get("model_path"))
-    try:
-        encoder = checkpoint_encoder(world_model_path(model_path))
-    except FileNotFoundError:  # no packaged model: world_model_server reports it
-        encoder = None
+    encoder = checkpoint_encoder(model_path)
     if encoder is None:
         return None
     overrides.setdefault("camera_encoder", []).extend(
