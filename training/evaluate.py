@@ -107,13 +107,16 @@ def open_loop_evaluation(world_model: WorldModel, encoder, episodes, config: Eva
         gt_px = torch.stack(pixels)[:, 1:]
         vis = torch.stack(visible)[:, 1:]
         visible_count += vis.sum(dim=(0, 2))
-        predictions = {"model": sliding_rollout(predictor, latents[:, 0], step_actions),
-                       "baseline": latents[:, :1].expand(-1, steps, -1, -1)}
-        for name, predicted in predictions.items():
+        predicted = sliding_rollout(predictor, latents[:, 0], step_actions)
+        model_px = head.keypoint_pixels(predicted.flatten(0, 1)).unflatten(0, predicted.shape[:2])
+        # the baseline repeats the context latent: decode it once
+        baseline_px = head.keypoint_pixels(latents[:, 0])[:, None].expand(-1, steps, -1, -1)
+        predictions = {"model": (predicted, model_px),
+                       "baseline": (latents[:, :1].expand(-1, steps, -1, -1), baseline_px)}
+        for name, (predicted, predicted_px) in predictions.items():
             squared[name] += ((predicted - latents[:, 1:]) ** 2).mean(dim=(2, 3)).sum(0) \
                 .double().cpu()
-            predicted_px = head.keypoint_pixels(predicted.flatten(0, 1)).unflatten(
-                0, predicted.shape[:2]).double().cpu()
+            predicted_px = predicted_px.double().cpu()
             distance = (predicted_px - gt_px).norm(dim=-1)
             for threshold in PCK_THRESHOLDS:
                 correct[name, threshold] += ((distance <= threshold) & vis).sum(dim=(0, 2))

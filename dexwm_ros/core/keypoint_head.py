@@ -102,18 +102,22 @@ class KeypointHead(nn.Module):
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, P, D) -> heatmaps (B, num_maps, *map_size)."""
-        maps = self.patch_logits(latents)  # (B, gh, gw, K, c, c)
-        return maps.permute(0, 3, 1, 4, 2, 5).reshape(latents.shape[0], self.num_maps,
-                                                      *self.map_size)
+        return self._unpatchify(self.patch_logits(latents))
+
+    def _unpatchify(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, gh, gw, K, c, c) -> (B, K, *map_size)."""
+        return logits.permute(0, 3, 1, 4, 2, 5).reshape(len(logits), logits.shape[3],
+                                                        *self.map_size)
 
     def keypoint_pixels(self, latents: torch.Tensor, chunk_size: int = 128,
                         maps: tuple[int, ...] | None = None) -> torch.Tensor:
-        """(u, v) crop pixel of each map (or of ``maps`` only, which computes only those), ``(B, K,
-        2)`` float, ``chunk_size`` latents at a time. At stride 1 the argmax pixel; at coarser
-        strides the argmax cell refined by the weighted mean of its 3 x 3 neighbourhood (positive
-        values), so that keypoints move continuously between cells. The argmax runs on the patch
-        layout directly (max within each token's cells, then over tokens), so full-resolution maps
-        are never rearranged."""
+        """(u, v) crop pixel of each map (or of ``maps`` only, which computes only those),
+        ``(B, K, 2)`` float, ``chunk_size`` latents at a time. The argmax runs on the patch
+        layout directly (max within each token's cells, then over tokens), so full-resolution
+        (stride 1) maps are never rearranged: there it is the argmax pixel. At coarser strides
+        the small maps are un-patchified and the argmax cell is refined by the weighted mean of
+        its 3 x 3 neighbourhood (positive values), so that keypoints move continuously between
+        cells."""
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         results = []
@@ -129,9 +133,7 @@ class KeypointHead(nn.Module):
             col = (patch_index % gw) * c + pixel % c
             cells = torch.stack([col, row], dim=-1).float()
             if self.stride > 1:
-                full = logits.permute(0, 3, 1, 4, 2, 5).reshape(len(chunk), logits.shape[3],
-                                                                *self.map_size)
-                cells = self._refine(full, row, col)
+                cells = self._refine(self._unpatchify(logits), row, col)
             results.append((cells + 0.5) * self.stride - 0.5)
         return torch.cat(results)
 
