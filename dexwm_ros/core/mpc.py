@@ -85,6 +85,9 @@ class MPCSession:
         self.kinematics = kinematics
         self.camera = camera
         self.weights = weights or CostWeights.for_task(self.spec.name)
+        self.workspace = (WorkspaceCost(lambda q: kinematics.wrist_pose_world(q)[..., :3, 3],
+                                        self.weights)
+                          if self.weights.workspace_weight > 0 else None)
         self.planner = CEMPlanner(config, lambda q: kinematics.keypoints_camera(q, camera),
                                   kinematics.lower, kinematics.upper,
                                   action_representation=action_representation)
@@ -95,10 +98,6 @@ class MPCSession:
         """Forget the goal's progress (the next tick starts a new goal)."""
         self.planner.reset()
         self.planner.extra_cost = None
-        self._terms: list = []
-        if self.weights.workspace_weight > 0:
-            self._terms.append(WorkspaceCost(
-                lambda q: self.kinematics.wrist_pose_world(q)[..., :3, 3], self.weights))
         self.ticks = 0
         self._remaining: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -107,7 +106,7 @@ class MPCSession:
         """Plan from ``current_joints`` (23,) and return the target to execute now."""
         current = torch.as_tensor(current_joints, dtype=torch.float32)
         if self.ticks == 0:
-            terms = list(self._terms)
+            terms = [self.workspace] if self.workspace is not None else []
             if self.weights.orientation_weight > 0:
                 target = self.kinematics.wrist_pose_world(current)[:3, :3]
                 terms.append(OrientationCost(self.kinematics.wrist_pose_world, target,

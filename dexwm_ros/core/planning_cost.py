@@ -118,7 +118,8 @@ class WorldModelCost:
     ``EncoderMismatchError``. Context frames beyond the model's capacity for the candidates' horizon
     are dropped, oldest first (``_context_window``). ``last_timing`` holds the seconds of the latest
     ``costs`` call spent in ``world_model`` (predictor), ``keypoint_head`` and ``cost`` (the
-    arithmetic)."""
+    arithmetic).
+    """
 
     def __init__(
         self,

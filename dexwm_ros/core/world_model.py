@@ -154,4 +154,3 @@ def build_tiny_world_model(seed: int = 0, encoder_dim: int = TINY_ENCODER_DIM,
         head = (KeypointHead(encoder_dim, dim=32, depth=1, heads=2) if with_keypoint_head
                 else None)
     return WorldModel(predictor, head, encoder_name="tiny", encoder_backend="tiny").eval()
-

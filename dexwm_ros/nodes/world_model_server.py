@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -72,7 +71,7 @@ class WorldModelServer(Node):
             model_path = world_model_path(model_path)
         except FileNotFoundError as error:
             raise StartupError(f"no default world model: {error}") from error
-        if not Path(model_path).is_dir():
+        if not model_path.is_dir():
             raise StartupError(f"model_path '{model_path}' does not exist")
         self.model = WorldModel.load(model_path, device=device).eval()
         self.cost = WorldModelCost(self.model.predictor, self.model.keypoint_head,
