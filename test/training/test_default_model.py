@@ -42,6 +42,7 @@ def test_recipe_first_steps_run_on_a_few_frames(tmp_path):
     data = tmp_path / "data"
     assert explore_main(["--out", str(data), "--episodes", "1", "--steps", "12"]) == 0
     assert train_main(["--config", RECIPE, "--set", f"data.datasets.0.root={data}",
+                       "--set", f"data.datasets.1.root={data}",
                        "--set", f"cache.directory={tmp_path / 'cache'}",
                        "--set", f"output_dir={tmp_path / 'run'}", "--set", "optim.max_steps=2",
                        "--set", "optim.batch_size=2", "--set", "progress=false"]) == 0
