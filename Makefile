@@ -50,10 +50,11 @@ test: setup lint
 demo: setup
 	$(VENV)/bin/dexwm-launch grasp
 
-# Rebuild models/default_world_model from scratch on this machine (about 1 hour on 2 cores;
-# every step resumes where it stopped): exploration data, latent cache + training, open-loop
-# evaluation, then the checkpoint is copied into models/. See models/default_world_model/README.md.
-DEFAULT_MODEL_RUN := runs/default_model
+# Rebuild models/default_world_model from scratch on this machine (about 80 minutes on 2
+# cores; every step resumes where it stopped): exploration data, latent cache + teacher-forced
+# pre-training, multistep fine-tuning, open-loop evaluation, then the checkpoint is copied into
+# models/. See models/default_world_model/README.md.
+DEFAULT_MODEL_RUN := runs/default_model_finetune
 default-model: setup
 	$(VENV)/bin/dexwm-explore --out data/default_model/train --episodes 300 --steps 60 --seed 0
 	$(VENV)/bin/dexwm-explore --out data/default_model/jitter --episodes 150 --steps 60 \
@@ -61,7 +62,8 @@ default-model: setup
 	$(VENV)/bin/dexwm-explore --out data/default_model/heldout --episodes 24 --steps 60 \
 		--seed 100000
 	$(VENV)/bin/dexwm-train --config config/train_default.yaml
-	$(VENV)/bin/dexwm-eval --model $(DEFAULT_MODEL_RUN)/model --config config/train_default.yaml
+	$(VENV)/bin/dexwm-train --config config/finetune_default.yaml
+	$(VENV)/bin/dexwm-eval --model $(DEFAULT_MODEL_RUN)/model --config config/finetune_default.yaml
 	mkdir -p models/default_world_model
 	cp $(DEFAULT_MODEL_RUN)/model/model.safetensors $(DEFAULT_MODEL_RUN)/model/config.json \
 		$(DEFAULT_MODEL_RUN)/eval/open_loop.json models/default_world_model/

@@ -6,7 +6,8 @@ samples, K=10 elites, L=10 iterations, T=3) using the packaged default world mod
 (``models/default_world_model``) and its encoder. The first three ticks (horizons 3, 2
 and 1: appendix B's shrinking horizon) are timed separately and averaged (the mean cost of a
 control step over the cycle), with the predicted frames per second and the keypoint head's
-share of one scoring call. The ``oracle`` policy's tick is timed beside it (no world model).
+share of one scoring call, in fp32 and under bf16 autocast (``--bf16``: fast where the CPU
+computes bf16 natively). The ``oracle`` policy's tick is timed beside it (no world model).
 Run with no arguments (a few minutes on 2 cores).
 """
 from __future__ import annotations
@@ -37,23 +38,28 @@ def timed_ticks(policy, task, ticks: int = 3) -> tuple[list[float], list[dict]]:
 def main() -> None:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     config = EvalConfig()
+    frames = config.num_samples * config.iterations * 3  # horizon 3 on the first tick
     with make_task("reach", seed=0) as task:
-        wm = make_policy("wm", "reach", config)
-        task.reset(0)
-        wm_ticks, timings = timed_ticks(wm, task)
-        full = wm_ticks[0]
-        frames = config.num_samples * config.iterations * 3  # horizon 3 on the first tick
-        scoring = timings[0]  # the T=3 tick's last CEM iteration
-        head_share = scoring["keypoint_head"] / sum(scoring.values())
-        print(f"wm ticks (T=3, 2, 1): {', '.join(f'{t:.2f}' for t in wm_ticks)} s; last "
-              f"scoring call of the T=3 tick: {timings[0]}")
+        ticks = {}
+        for name, options in (("fp32", {}), ("bf16", {"bf16": True})):
+            wm = make_policy("wm", "reach", EvalConfig(**options))
+            task.reset(0)
+            ticks[name], timings = timed_ticks(wm, task)
+            scoring = timings[0]  # the T=3 tick's last CEM iteration
+            print(f"{name} wm ticks (T=3, 2, 1): {', '.join(f'{t:.2f}' for t in ticks[name])} "
+                  f"s; last scoring call of the T=3 tick: {scoring}")
+            if name == "fp32":
+                head_share = scoring["keypoint_head"] / sum(scoring.values())
         oracle = make_policy("oracle", "reach", config)
         task.reset(0)
         oracle_ticks, _ = timed_ticks(oracle, task)
+    full = ticks["fp32"][0]
     print(f"BENCH wm_mpc_step_paper_budget_T3 {full:.2f} s")
-    print(f"BENCH wm_mpc_step_paper_budget_mean_T321 {sum(wm_ticks) / 3:.2f} s")
+    print(f"BENCH wm_mpc_step_paper_budget_mean_T321 {sum(ticks['fp32']) / 3:.2f} s")
     print(f"BENCH wm_predicted_frames_per_s {frames / full:.0f} frames/s")
     print(f"BENCH wm_keypoint_head_share_of_scoring_T3 {100 * head_share:.1f} %")
+    print(f"BENCH wm_mpc_step_paper_budget_T3_bf16 {ticks['bf16'][0]:.2f} s")
+    print(f"BENCH wm_fp32_over_bf16_step {full / ticks['bf16'][0]:.2f} x")
     print(f"BENCH oracle_mpc_step_paper_budget {oracle_ticks[0]:.3f} s")
     print(f"BENCH wm_over_oracle_step {full / oracle_ticks[0]:.1f} x")
 

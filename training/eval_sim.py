@@ -47,11 +47,30 @@ class EvalConfig:
     iterations: int = 10
     horizon: int = 3
     sampler: str = "cem"
+    bf16: bool = False  # wm: predictor and keypoint head under bf16 autocast
     context_frames: int = 4
     control_hz: float = CONTROL_HZ
     max_seconds: float | None = None
     threads: int = 1
     video_seeds: tuple[int, ...] = ()
+    #: ``CEMConfig`` fields over the task registry's (``--cem arm_sigma=0.15``)
+    cem_overrides: dict = field(default_factory=dict)
+    #: ``CostWeights`` fields over the task registry's (``--cost keypoint_weight=0.01``); MPC
+    #: policies use them for the planner-side terms, ``wm`` also for the world-model cost
+    cost_overrides: dict = field(default_factory=dict)
+
+    def cem_config(self, task_name: str):
+        from dexwm_ros.core.planner import CEMConfig
+
+        return CEMConfig.for_task(task_name, **{
+            "num_samples": self.num_samples, "num_elites": self.num_elites,
+            "iterations": self.iterations, "horizon": self.horizon, "sampler": self.sampler,
+            **self.cem_overrides})
+
+    def cost_weights(self, task_name: str):
+        from dexwm_ros.core.planning_cost import CostWeights
+
+        return CostWeights.for_task(task_name, **self.cost_overrides)
 
 
 @dataclass
@@ -122,15 +141,13 @@ class MPCPolicy(Policy):
                  action_representation: str = "keypoint_delta") -> None:
         from dexwm_ros.core.kinematics import RobotKinematics, head_camera
         from dexwm_ros.core.mpc import MPCSession
-        from dexwm_ros.core.planner import CEMConfig
 
         self.config = config
         self.kinematics = RobotKinematics()
         self.camera = head_camera()
-        cem = CEMConfig.for_task(task_name, num_samples=config.num_samples,
-                                 num_elites=config.num_elites, iterations=config.iterations,
-                                 horizon=config.horizon, sampler=config.sampler)
+        cem = config.cem_config(task_name)
         self.session = MPCSession(task_name, cem, self.kinematics, self.camera,
+                                  config.cost_weights(task_name),
                                   action_representation=action_representation)
 
     def start(self, task) -> None:
@@ -230,7 +247,7 @@ class WorldModelPolicy(MPCPolicy):
     def __init__(self, config: EvalConfig, task_name: str) -> None:
         import torch
 
-        from dexwm_ros.core.planning_cost import CostWeights, WorldModelCost
+        from dexwm_ros.core.planning_cost import WorldModelCost
         from dexwm_ros.core.world_model import WorldModel
         from dexwm_ros.share import world_model_path
 
@@ -242,9 +259,9 @@ class WorldModelPolicy(MPCPolicy):
         if self.context_frames < 1:
             raise ValueError(f"the model holds {slots} frames: too few for horizon "
                              f"{config.horizon}")
-        weights = CostWeights.for_task(task_name)
         self.wm_cost = WorldModelCost(self.model.predictor, self.model.keypoint_head,
-                                      self.model.encoder_name, weights)
+                                      self.model.encoder_name, self.session.weights,
+                                      autocast=torch.bfloat16 if config.bf16 else None)
         self.torch = torch
 
     def start(self, task) -> None:
@@ -407,6 +424,7 @@ def evaluate_ros(tasks: list[str], seeds: list[int], config: EvalConfig, out: Pa
     from tqdm import tqdm
 
     from dexwm_ros.core.tasks import task_spec
+    from dexwm_ros.nodes.cem_planner import PLANNER_COST_FIELDS
     from dexwm_ros.nodes.launcher import start, stop
     from dexwm_ros.nodes.task_client import TaskClient
     from dexwm_ros.share import share_path, world_model_path
@@ -424,12 +442,24 @@ def evaluate_ros(tasks: list[str], seeds: list[int], config: EvalConfig, out: Pa
         "sim": [f"control_hz:={config.control_hz}"],
         "camera_encoder": [f"{name}:={value}" for name, value in encoder.items()],
         "world_model_server": [f"model_path:={Path(model).resolve()}",
-                               f"context_frames:={config.context_frames}"],
+                               f"context_frames:={config.context_frames}",
+                               f"bf16:={str(config.bf16).lower()}"],
         "cem_planner": [f"num_samples:={config.num_samples}",
                         f"num_elites:={config.num_elites}", f"iterations:={config.iterations}",
                         f"horizon:={config.horizon}", f"sampler:={config.sampler}",
                         f"control_period:={1.0 / config.control_hz}", "seed:=0"],
     }
+    # each override to the node holding it, also as <task>.<field> where a task has its own
+    for name, value in [*config.cem_overrides.items(), *config.cost_overrides.items()]:
+        text = (f"[{','.join(str(v) for v in value)}]" if isinstance(value, tuple)
+                else str(value))
+        if name in config.cost_overrides and name not in PLANNER_COST_FIELDS:
+            overrides["world_model_server"].append(f"{name}:={text}")
+            continue
+        overrides["cem_planner"].append(f"{name}:={text}")
+        overrides["cem_planner"] += [
+            f"{task}.{name}:={text}" for task in tasks
+            if name in {**task_spec(task).cem_overrides, **task_spec(task).cost_overrides}]
     graph = share_path("config", "dexwm.yaml")
     processes = {name: start(name, graph, overrides.get(name, []))
                  for name in ("sim", "camera_encoder", "world_model_server", "cem_planner")}
@@ -550,6 +580,28 @@ def _plot(out: Path, tasks, policies, seeds, summary: dict) -> None:
     plt.close(figure)
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """``["keypoint_weight=0.01", "workspace_low=-0.2,-0.5,0.9", "execute=mean"]`` ->
+    ``{field: value}``: integers, floats or words; comma-separated values become tuples."""
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip() or not text.strip():
+            raise ValueError(f"expected FIELD=VALUE, got {item!r}")
+        values = tuple(_parse_value(v.strip()) for v in text.split(","))
+        out[name.strip()] = values[0] if len(values) == 1 else values
+    return out
+
+
+def _parse_value(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def main(argv=None) -> None:
     from dexwm_ros.core.tasks import TASK_NAMES
 
@@ -571,10 +623,19 @@ def main(argv=None) -> None:
     parser.add_argument("--iterations", type=int, default=10, help="CEM iterations L")
     parser.add_argument("--horizon", type=int, default=3, help="planning horizon T")
     parser.add_argument("--sampler", default="cem", choices=("cem", "icem"))
+    parser.add_argument("--bf16", action="store_true",
+                        help="wm: run the world model under bf16 autocast (fast on CPUs with "
+                        "native bf16, e.g. AVX512-BF16 or AMX, and on GPUs)")
     parser.add_argument("--context-frames", type=int, default=4,
                         help="wm: context frames (capped by the model's capacity)")
     parser.add_argument("--max-seconds", type=float,
                         help="episode length (default: the task's)")
+    parser.add_argument("--cem", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a CEM setting (CEMConfig field), e.g. arm_sigma=0.15 "
+                        "or execute=mean; repeatable")
+    parser.add_argument("--cost", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a planning-cost weight (CostWeights field), e.g. "
+                        "keypoint_weight=0.01; repeatable")
     parser.add_argument("--video-seeds", default="",
                         help="comma-separated seeds to write as mp4")
     parser.add_argument("--ros", action="store_true",
@@ -591,9 +652,16 @@ def main(argv=None) -> None:
     config = EvalConfig(
         model=args.model, encoder_weights=args.encoder_weights, num_samples=args.num_samples,
         num_elites=args.num_elites, iterations=args.iterations, horizon=args.horizon,
-        sampler=args.sampler, context_frames=args.context_frames, max_seconds=args.max_seconds,
-        threads=args.threads,
+        sampler=args.sampler, bf16=args.bf16, context_frames=args.context_frames,
+        max_seconds=args.max_seconds, threads=args.threads,
         video_seeds=tuple(int(s) for s in args.video_seeds.split(",") if s.strip()))
+    for flag in ("cem", "cost"):
+        try:
+            setattr(config, f"{flag}_overrides", parse_overrides(getattr(args, flag)))
+            for task_name in tasks:
+                getattr(config, "cem_config" if flag == "cem" else "cost_weights")(task_name)
+        except (TypeError, ValueError) as error:
+            parser.error(f"--{flag} {' '.join(getattr(args, flag))}: {error}")
     seeds = list(range(args.seed, args.seed + args.trials))
     if args.ros:
         if policies != ["wm"]:

@@ -35,6 +35,7 @@ from dexwm_ros.core.parameters import parameter
 from dexwm_ros.core.tasks import task_spec
 
 SAMPLERS = ("cem", "icem")
+EXECUTE_CHOICES = ("best", "mean")
 
 KeypointFn = Callable[[torch.Tensor], torch.Tensor]
 EvaluateFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -63,7 +64,9 @@ class CEMConfig:
     ``arm_sigma``/``hand_sigma`` (rad) are the initial standard deviations of the first
     ``arm_joints`` joints and of the rest (appendix B: 0.3 arm, 0.1 hand, 0.01 hand for place).
     ``momentum`` blends the previous mean/std into the elite update. ``sampler`` picks plain
-    CEM or the iCEM-style sampler; ``noise_beta`` (colored-noise exponent, 0 = white),
+    CEM or the iCEM-style sampler; ``execute`` what ``plan`` returns as the plan (appendix B:
+    "we select the best joint sequence"; ``"mean"``: the final elite mean); ``noise_beta``
+    (colored-noise exponent, 0 = white),
     ``elite_fraction_kept`` and ``population_decay`` only affect ``"icem"``. Fields marked
     ``live`` may change between ``CEMPlanner.plan`` calls (``dexwm_ros.core.parameters``).
     """
@@ -83,6 +86,9 @@ class CEMConfig:
                                 low=0.0, high=0.99, live=True)
     arm_joints: int = parameter(7, "leading joints that get arm_sigma (the rest: hand_sigma)",
                                 low=0, high=64)
+    execute: str = parameter("best", "plan returned for execution: best (the best candidate "
+                             "seen, the paper's) or mean (the final elite mean: averages out "
+                             "cost noise)", live=True)
     sampler: str = parameter("cem", "cem (the paper's) or icem (colored noise, elite reuse, "
                              "shrinking population)", live=True)
     noise_beta: float = parameter(2.0, "icem: colored-noise exponent (0 = white noise)",
@@ -116,6 +122,9 @@ class CEMConfig:
             raise ValueError(f"CEMConfig.momentum must be in [0, 1), got {self.momentum!r}")
         if not _is_int(self.arm_joints) or self.arm_joints < 0:
             raise ValueError(f"CEMConfig.arm_joints must be an int >= 0, got {self.arm_joints!r}")
+        if self.execute not in EXECUTE_CHOICES:
+            raise ValueError(f"CEMConfig.execute must be one of {EXECUTE_CHOICES}, "
+                             f"got {self.execute!r}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"CEMConfig.sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if not (math.isfinite(self.noise_beta) and self.noise_beta >= 0):
@@ -157,8 +166,9 @@ class PlanResult:
     """Best joint-target sequence found and how the search went.
 
     ``joints`` ``(T, J)`` and ``actions`` ``(T, 132)`` are the best candidate seen, ``cost`` its
-    cost; ``mean`` and ``sigma`` ``(T, J)`` are the final sampling distribution (the next plan's
-    warm start).
+    cost (with ``CEMConfig.execute="mean"``: the final elite mean, ``cost`` the final elites'
+    mean cost); ``mean`` and ``sigma`` ``(T, J)`` are the final sampling distribution (the
+    next plan's warm start).
 
     ``timings`` holds seconds spent in ``sampling``, ``kinematics`` (FK + actions),
     ``evaluate`` (the caller's scorer), ``extra_cost`` and ``update`` (elite selection).
@@ -365,6 +375,8 @@ class CEMPlanner:
                 best_cost = elite_costs[0].item()
                 best_joints, best_actions = elites[0].clone(), actions[order[0]].clone()
             mean, sigma = self._update(mean, sigma, elites)
+            finite = elite_costs[torch.isfinite(elite_costs)]
+            elite_mean_cost = finite.mean().item() if len(finite) else math.inf
             if cfg.sampler == "icem":
                 num_kept = round(cfg.elite_fraction_kept * cfg.num_elites)
                 kept, kept_costs = elites[:num_kept], elite_costs[:num_kept]
@@ -373,12 +385,11 @@ class CEMPlanner:
 
             iterations_run = iteration + 1
             if on_iteration is not None:
-                finite = elite_costs[torch.isfinite(elite_costs)]
                 info = IterationInfo(
                     mpc_step=self._mpc_step,
                     iteration=iteration,
                     best_cost=best_cost,
-                    elite_mean_cost=finite.mean().item() if len(finite) else math.inf,
+                    elite_mean_cost=elite_mean_cost,
                     elapsed_s=time.perf_counter() - start,
                     evaluations=evaluations,
                 )
@@ -386,6 +397,9 @@ class CEMPlanner:
                     cancelled = True
                     break
 
+        if cfg.execute == "mean" and iterations_run:
+            best_joints, best_actions = self._clip(mean), None
+            best_cost = elite_mean_cost
         if best_actions is None:
             best_actions = self._actions(observed, best_joints.unsqueeze(0))[0]
         self._warm_mean = mean

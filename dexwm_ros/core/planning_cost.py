@@ -37,9 +37,12 @@ class CostWeights:
     """Weights of the planning cost; every number is a parameter.
 
     Latent term: ``latent_weight * sum_t step_discount^(T-1-t) * MSE(pred_t, goal)`` (the final
-    step has weight 1; earlier steps 0.6, 0.36, ...). Keypoint term: ``keypoint_weight`` (the
-    paper's mu = 1e-3) times the mean pixel distance over ``keypoint_maps`` between the keypoint
-    head's decoding of the final predicted latent and of the goal latent. Orientation term
+    step has weight 1; earlier steps 0.6, 0.36, ...). Keypoint term: ``keypoint_weight`` (mu)
+    times the mean pixel distance over ``keypoint_maps`` between the keypoint head's decoding
+    of the final predicted latent and of the goal latent. The paper's mu is 1e-3 with DINOv2-L
+    latents; the default 1e-2 was measured with the packaged default model, whose pooled tiny
+    latents rank hand poses far worse than its keypoint head does (README, "The default world
+    model in closed loop"). Orientation term
     (grasp): ``orientation_weight`` times the discounted wrist rotation angle (rad) to a target.
     Every weight may change between scoring calls (``live``, ``dexwm_ros.core.parameters``).
     """
@@ -48,7 +51,8 @@ class CostWeights:
                                      live=True)
     step_discount: float = parameter(0.6, "weight ratio of each earlier horizon step",
                                      low=0.0, high=1.0, live=True)
-    keypoint_weight: float = parameter(1e-3, "mu: weight of the keypoint pixel distance",
+    keypoint_weight: float = parameter(1e-2, "mu: weight of the keypoint pixel distance "
+                                       "(the paper: 1e-3 with DINOv2-L latents)",
                                        low=0.0, high=1e3, live=True)
     keypoint_maps: tuple[int, ...] = parameter(
         RIGHT_HAND_MAPS, "keypoint-head maps of the keypoint term (0-11; right hand: wrist + "

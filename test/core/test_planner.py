@@ -300,6 +300,25 @@ def test_elite_update_with_momentum(momentum):
     torch.testing.assert_close(result.joints, elites[0])
 
 
+def test_execute_mean_returns_the_final_elite_mean():
+    cost, _ = make_problem(goal_offset(10))
+    config = CEMConfig(num_samples=64, num_elites=5, iterations=2, seed=0, execute="mean")
+    planner = CEMPlanner(config, toy_keypoints, LOWER, UPPER)
+    seen = {}
+
+    def recording(actions, joints):
+        seen["joints"], seen["costs"] = joints, cost.costs(actions)
+        return seen["costs"]
+
+    result = planner.plan(HOME, toy_keypoints(HOME), recording)
+    order = seen["costs"].argsort()[:5]
+    torch.testing.assert_close(result.joints, seen["joints"][order].mean(0))
+    torch.testing.assert_close(result.joints, result.mean)
+    assert math.isclose(result.cost, seen["costs"][order].mean().item(), rel_tol=1e-6)
+    torch.testing.assert_close(result.actions,
+                               keypoint_actions(toy_keypoints(HOME), toy_keypoints(result.joints)))
+
+
 def test_initial_mean_overrides_the_start():
     cost, _ = make_problem(goal_offset(6))
     planner = CEMPlanner(CEMConfig(num_samples=256, iterations=1, arm_sigma=1e-3,
@@ -326,7 +345,8 @@ def test_place_config_and_config_errors():
     with pytest.raises(ValueError, match="unknown task"):
         CEMConfig.for_task("juggle")
     bad = [dict(horizon=0), dict(num_elites=600), dict(arm_sigma=-1.0), dict(momentum=1.0),
-           dict(sampler="mppi"), dict(elite_fraction_kept=1.5), dict(population_decay=0.5),
+           dict(sampler="mppi"), dict(execute="median"), dict(elite_fraction_kept=1.5),
+           dict(population_decay=0.5),
            dict(noise_beta=float("nan")), dict(seed="x")]
     for fields in bad:
         with pytest.raises(ValueError, match=f"CEMConfig.{next(iter(fields))}"):

@@ -87,7 +87,7 @@ def test_costs_match_hand_computation(head):
 
 def test_paper_defaults_and_step_weights():
     weights = CostWeights()
-    assert weights.step_discount == 0.6 and weights.keypoint_weight == 1e-3
+    assert weights.step_discount == 0.6 and weights.keypoint_weight == 1e-2
     assert weights.keypoint_maps == (6, 7, 8, 9, 10, 11) and weights.orientation_weight == 0
     torch.testing.assert_close(weights.step_weights(3), torch.tensor([0.36, 0.6, 1.0]))
     assert CostWeights.for_task("grasp").orientation_weight > 0

@@ -176,7 +176,7 @@ def test_cost_weights_change_on_the_running_server(node):
         assert result.error_code == RESULT.ERROR_NONE, result.error_msg
         assert result.final_cost == 0.0
     finally:
-        set_(node, "world_model_server", latent_weight=1.0, keypoint_weight=1e-3)
+        set_(node, "world_model_server", latent_weight=1.0, keypoint_weight=1e-2)
 
 
 def test_config_parameters_declare_validate_and_apply_in_process(ros_node):
