@@ -27,8 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dexwm_ros.core.attention import attention
-
 
 class StructuredActionTokenizer(nn.Module):
     """Normalised actions ``(..., S, A)`` -> per-dimension tokens ``(..., S, A, token_dim)``."""
@@ -73,7 +71,7 @@ class GlobalModulation(nn.Module):
         k, v = self.kv(self.norm(flat)).unflatten(-1, (self.heads, -1)).transpose(1, 2).chunk(
             2, dim=-1)  # each (B, H, A, Dt/H)
         q = self.query.view(1, self.heads, 1, -1).expand(flat.shape[0], -1, -1, -1)
-        context = attention(q, k, v)  # (B, H, 1, Dt/H)
+        context = F.scaled_dot_product_attention(q, k, v)  # (B, H, 1, Dt/H)
         return self.proj(context.flatten(1)).reshape(*lead, -1)
 
 
@@ -95,7 +93,7 @@ class LocalRefinement(nn.Module):
         kv = self.kv(tokens).flatten(0, -3)  # (B, A, 2D)
         q = q.unflatten(-1, (self.heads, -1)).transpose(1, 2)
         k, v = kv.unflatten(-1, (self.heads, -1)).transpose(1, 2).chunk(2, dim=-1)
-        attn = attention(q, k, v).transpose(1, 2).flatten(-2)
+        attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(-2)
         return self.proj(attn).view(shape)
 
 

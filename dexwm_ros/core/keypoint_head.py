@@ -16,8 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dexwm_ros.core.attention import attention
-
 NUM_MAPS = 12
 
 
@@ -35,7 +33,7 @@ class _Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.qkv(self.norm1(x)).unflatten(-1, (self.heads, -1)).transpose(1, 2).chunk(
             3, dim=-1)
-        attn = attention(q, k, v).transpose(1, 2).flatten(-2)
+        attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(-2)
         x = x + self.proj(attn)
         return x + self.mlp(self.norm2(x))
 

@@ -42,11 +42,11 @@ import contextlib
 from dataclasses import MISSING, asdict, dataclass, fields
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dexwm_ros.core.action_conditioning import ActionConditioner, LocalRefinement
 from dexwm_ros.core.actions import ACTION_REPRESENTATIONS
-from dexwm_ros.core.attention import attention
 
 NUM_MODULATION_CHUNKS = 11
 
@@ -201,9 +201,9 @@ class CDiTBlock(nn.Module):
     def self_attention(self, x: torch.Tensor, mod: tuple[torch.Tensor, ...]) -> torch.Tensor:
         shift, scale, gate = mod[0:3]
         qkv = self.qkv(_modulate(self.norm_sa(x), shift, scale))
-        # 4-D (batch, heads, tokens, head_dim)
+        # the fused CPU attention kernel wants 4-D (batch, heads, tokens, head_dim)
         q, k, v = _heads(qkv.flatten(0, -3), self.heads).chunk(3, dim=-1)
-        attn = _merge_heads(attention(q, k, v)).view(x.shape)
+        attn = _merge_heads(F.scaled_dot_product_attention(q, k, v)).view(x.shape)
         return torch.addcmul(x, gate, self.sa_proj(attn))
 
     def query_and_keys(self, x: torch.Tensor, mod: tuple[torch.Tensor, ...]
@@ -359,7 +359,7 @@ class CDiTPredictor(nn.Module):
             if slots > 1:
                 # slot s attends to all tokens of slots < s (strictly earlier frames)
                 per_slot = self.config.num_patches
-                attn = [attention(q[:, s], k[:, :, :s * per_slot],
+                attn = [F.scaled_dot_product_attention(q[:, s], k[:, :, :s * per_slot],
                                                        v[:, :, :s * per_slot])
                         for s in range(1, slots)]
                 later = block.cross_update(x[:, 1:], torch.stack(attn, dim=1),
@@ -508,7 +508,7 @@ class CDiTPredictor(nn.Module):
                     buffers[i] = (kbuf, vbuf)
                 if known:
                     kbuf, vbuf = buffers[i]
-                    attn = attention(q, kbuf[:, :, :known],
+                    attn = F.scaled_dot_product_attention(q, kbuf[:, :, :known],
                                                           vbuf[:, :, :known])
                     x = block.cross_update(x, attn, mod)
                 if step < horizon - 1:  # the last step's keys/values are never read

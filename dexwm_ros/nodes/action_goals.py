@@ -5,11 +5,13 @@ from collections.abc import Callable
 
 
 class GoalFailed(Exception):
-    """Ends a goal with ``code``, an ``ERROR_*`` constant of the action's result."""
+    """Ends a goal with ``code``, an ``ERROR_*`` constant of the action's result; ``result``
+    is what the goal achieved until then (e.g. the joint targets already executed)."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, result=None) -> None:
         super().__init__(message)
         self.code = code
+        self.result = result
 
 
 def finish_goal(handle, run_goal: Callable, result_type, logger):
@@ -20,6 +22,8 @@ def finish_goal(handle, run_goal: Callable, result_type, logger):
     try:
         result = run_goal(handle)
     except GoalFailed as failure:
+        if failure.result is not None:
+            result = failure.result
         result.error_code, result.error_msg = failure.code, str(failure)
     except Exception as error:  # noqa: BLE001 - report, keep serving
         logger.error(f"goal failed: {error!r}")

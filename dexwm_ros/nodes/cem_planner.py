@@ -172,7 +172,7 @@ class CemPlannerNode(Node):
         for mpc_step in range(steps):
             context = self.call(self.snapshot, SnapshotContext.Request(), "snapshot context")
             if not context.success:
-                raise GoalFailed(RESULT.ERROR_NO_OBSERVATION, context.message)
+                raise GoalFailed(RESULT.ERROR_NO_OBSERVATION, context.message, result)
             joints = torch.tensor(context.joint_positions, dtype=torch.float32)
             self.apply_live_parameters(session, task)
 
@@ -187,7 +187,7 @@ class CemPlannerNode(Node):
             tick = session.step(joints, self.evaluate, on_iteration)
             if tick.cancelled or self.should_stop(handle):
                 reason = "canceled" if handle.is_cancel_requested else "preempted by a newer goal"
-                raise GoalFailed(RESULT.ERROR_CANCELED, reason)
+                raise GoalFailed(RESULT.ERROR_CANCELED, reason, result)
             self.send_command(tick.target, executed)
             self.publish_plan(joints, tick.plan.joints)
             self.publish_markers(tick.plan.joints)
@@ -197,7 +197,7 @@ class CemPlannerNode(Node):
             deadline = time.monotonic() + self.control_period
             while time.monotonic() < deadline:
                 if self.should_stop(handle):
-                    raise GoalFailed(RESULT.ERROR_CANCELED, "canceled")
+                    raise GoalFailed(RESULT.ERROR_CANCELED, "canceled", result)
                 time.sleep(0.02)
         return result
 

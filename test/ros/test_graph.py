@@ -141,6 +141,19 @@ def test_cancel_mid_plan(graph, node):
     assert len(feedback) <= seen + 2  # stopped within one CEM iteration
 
 
+def test_cancel_keeps_the_joint_targets_already_executed(graph, node):
+    handle, feedback = send(node, PlanToGoal.Goal(task=PlanToGoal.Goal.TASK_REACH,
+                                                  goal_image=goal_image(node),
+                                                  max_mpc_steps=100))
+    assert spin_until(node, lambda: any(f.mpc_step >= 1 for f in feedback), 120)
+    cancel = handle.cancel_goal_async()
+    assert spin_until(node, cancel.done, 30)
+    result = result_of(node, handle)
+    assert result.error_code == RESULT.ERROR_CANCELED
+    assert len(result.executed.joint_names) == 23 and len(result.executed.points) >= 1
+    assert result.final_cost > 0
+
+
 def test_new_goal_preempts_the_running_one(graph, node):
     image = goal_image(node)
     first, feedback = send(node, PlanToGoal.Goal(task=PlanToGoal.Goal.TASK_GRASP,

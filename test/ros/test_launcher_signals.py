@@ -27,7 +27,16 @@ def _launch() -> tuple[subprocess.Popen, list[int]]:
     for line in launcher.stdout:  # wait until the sim node is up and running
         if "sim: task" in line:
             break
+        assert time.monotonic() < deadline + 60, "the sim node did not come up"
     return launcher, pids
+
+
+def _kill_left_over(launcher: subprocess.Popen, pids: list[int]) -> None:
+    """After a failed test: no launcher or node may leak into the rest of the run."""
+    for pid in [launcher.pid, *pids]:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    launcher.wait(timeout=10)
 
 
 def _alive(pid: int) -> bool:
@@ -48,16 +57,19 @@ def _wait_gone(pids: list[int], timeout: float) -> list[int]:
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_stops_the_whole_graph(sig, code):
     launcher, pids = _launch()
-    launcher.send_signal(sig)
-    assert launcher.wait(timeout=60) == code
-    assert _wait_gone(pids, 10) == []
+    try:
+        launcher.send_signal(sig)
+        assert launcher.wait(timeout=60) == code
+        assert _wait_gone(pids, 10) == []
+    finally:
+        _kill_left_over(launcher, pids)
 
 
 def test_killed_launcher_leaves_no_node_behind():
     launcher, pids = _launch()
-    os.kill(launcher.pid, signal.SIGKILL)
-    launcher.wait(timeout=10)
-    survivors = _wait_gone(pids, 30)
-    for pid in survivors:  # do not leak them into the rest of the run
-        os.kill(pid, signal.SIGKILL)
-    assert survivors == []
+    try:
+        os.kill(launcher.pid, signal.SIGKILL)
+        launcher.wait(timeout=10)
+        assert _wait_gone(pids, 30) == []
+    finally:
+        _kill_left_over(launcher, pids)
