@@ -31,6 +31,17 @@ def _launch() -> tuple[subprocess.Popen, list[int]]:
     return launcher, pids
 
 
+def _describe(pid: int) -> str:
+    """Command line, state and kernel wait channel of a process, for a failure message."""
+    try:
+        with open(f"/proc/{pid}/cmdline") as cmdline, open(f"/proc/{pid}/stat") as stat, \
+                open(f"/proc/{pid}/wchan") as wchan:
+            state = stat.read().split(")")[-1].split()[0]
+            return f"{pid} {cmdline.read().replace(chr(0), ' ')} state {state} in {wchan.read()}"
+    except OSError:
+        return f"{pid} (gone)"
+
+
 def _kill_left_over(launcher: subprocess.Popen, pids: list[int]) -> None:
     """After a failed test: no launcher or node may leak into the rest of the run."""
     for pid in [launcher.pid, *pids]:
@@ -70,6 +81,7 @@ def test_killed_launcher_leaves_no_node_behind():
     try:
         os.kill(launcher.pid, signal.SIGKILL)
         launcher.wait(timeout=10)
-        assert _wait_gone(pids, 30) == []
+        survivors = _wait_gone(pids, 60)  # SIGTERM (PR_SET_PDEATHSIG), then a clean shutdown
+        assert survivors == [], [_describe(pid) for pid in survivors]
     finally:
         _kill_left_over(launcher, pids)
