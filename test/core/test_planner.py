@@ -283,38 +283,36 @@ def test_warm_start_shifts_the_mean():
     torch.testing.assert_close(batches[0].mean(0), expected, atol=1e-3, rtol=0)
 
 
-@pytest.mark.parametrize("momentum", [0.0, 0.5])
-def test_elite_update_with_momentum(momentum):
+def plan_seeing_last_iteration(config: CEMConfig):
+    """One plan from HOME; returns it with the last iteration's candidates and costs."""
     cost, _ = make_problem(goal_offset(10))
-    config = CEMConfig(num_samples=64, num_elites=5, iterations=1, momentum=momentum, seed=0)
-    planner = CEMPlanner(config, toy_keypoints, LOWER, UPPER)
     seen = {}
 
     def recording(actions, joints):
         seen["joints"], seen["costs"] = joints, cost.costs(actions)
         return seen["costs"]
 
-    result = planner.plan(HOME, toy_keypoints(HOME), recording)
-    elites = seen["joints"][seen["costs"].argsort()[:5]]
+    result = CEMPlanner(config, toy_keypoints, LOWER, UPPER).plan(HOME, toy_keypoints(HOME),
+                                                                   recording)
+    return result, seen["joints"], seen["costs"]
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+def test_elite_update_with_momentum(momentum):
+    config = CEMConfig(num_samples=64, num_elites=5, iterations=1, momentum=momentum, seed=0)
+    result, joints, costs = plan_seeing_last_iteration(config)
+    elites = joints[costs.argsort()[:5]]
     torch.testing.assert_close(result.mean, momentum * HOME + (1 - momentum) * elites.mean(0))
     torch.testing.assert_close(result.joints, elites[0])
 
 
 def test_execute_mean_returns_the_final_elite_mean():
-    cost, _ = make_problem(goal_offset(10))
     config = CEMConfig(num_samples=64, num_elites=5, iterations=2, seed=0, execute="mean")
-    planner = CEMPlanner(config, toy_keypoints, LOWER, UPPER)
-    seen = {}
-
-    def recording(actions, joints):
-        seen["joints"], seen["costs"] = joints, cost.costs(actions)
-        return seen["costs"]
-
-    result = planner.plan(HOME, toy_keypoints(HOME), recording)
-    order = seen["costs"].argsort()[:5]
-    torch.testing.assert_close(result.joints, seen["joints"][order].mean(0))
+    result, joints, costs = plan_seeing_last_iteration(config)
+    order = costs.argsort()[:5]
+    torch.testing.assert_close(result.joints, joints[order].mean(0))
     torch.testing.assert_close(result.joints, result.mean)
-    assert math.isclose(result.cost, seen["costs"][order].mean().item(), rel_tol=1e-6)
+    assert math.isclose(result.cost, costs[order].mean().item(), rel_tol=1e-6)
     torch.testing.assert_close(result.actions,
                                keypoint_actions(toy_keypoints(HOME), toy_keypoints(result.joints)))
 
