@@ -58,6 +58,7 @@ def main() -> None:
     kinematics = RobotKinematics()
     model = WorldModel.load(world_model_path(None)).eval()
     encoders = {f"tiny_pool{p}": build_encoder("tiny", pool=p) for p in (1, 2, 4)}
+    maps = tuple(RIGHT_HAND_MAPS)
     rho: dict[str, list[float]] = {}
     with make_task("reach", seed=0) as task, torch.inference_mode():
         for seed in SEEDS:
@@ -65,6 +66,9 @@ def main() -> None:
             goal = kinematics.keypoints_world(torch.as_tensor(task.goal_joint_positions,
                                                               dtype=torch.float32))
             goal_image = task.goal_image()[None]
+            goal_latents = {name: encoder.encode(goal_image) for name, encoder in encoders.items()}
+            goal_pixels = model.keypoint_head.keypoint_pixels(goal_latents[model.encoder_name],
+                                                              maps=maps)
             rng = np.random.default_rng(seed)
             for scale_name, scale in SCALES.items():
                 joints, images = rendered_candidates(task, rng, scale)
@@ -73,13 +77,10 @@ def main() -> None:
                 for name, encoder in encoders.items():
                     latents = torch.cat([encoder.encode(chunk) for chunk in
                                          np.array_split(images, 8)])
-                    goal_latent = encoder.encode(goal_image)
-                    mse = (latents - goal_latent).square().mean((-2, -1))
+                    mse = (latents - goal_latents[name]).square().mean((-2, -1))
                     rho.setdefault(f"{name}_latent_{scale_name}", []).append(spearman(mse, true))
                     if name == model.encoder_name:
-                        maps = tuple(RIGHT_HAND_MAPS)
                         pixels = model.keypoint_head.keypoint_pixels(latents, maps=maps)
-                        goal_pixels = model.keypoint_head.keypoint_pixels(goal_latent, maps=maps)
                         distance = (pixels - goal_pixels).norm(dim=-1).mean(-1)
                         rho.setdefault(f"default_model_keypoint_head_{scale_name}", []).append(
                             spearman(distance, true))

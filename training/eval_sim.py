@@ -424,9 +424,9 @@ def evaluate_ros(tasks: list[str], seeds: list[int], config: EvalConfig, out: Pa
     from tqdm import tqdm
 
     from dexwm_ros.core.tasks import task_spec
-    from dexwm_ros.nodes.cem_planner import PLANNER_COST_FIELDS
     from dexwm_ros.nodes.launcher import start, stop
     from dexwm_ros.nodes.task_client import TaskClient
+    from dexwm_ros.nodes.world_model_server import SERVER_COST_FIELDS
     from dexwm_ros.share import share_path, world_model_path
 
     out.mkdir(parents=True, exist_ok=True)
@@ -449,11 +449,12 @@ def evaluate_ros(tasks: list[str], seeds: list[int], config: EvalConfig, out: Pa
                         f"horizon:={config.horizon}", f"sampler:={config.sampler}",
                         f"control_period:={1.0 / config.control_hz}", "seed:=0"],
     }
-    # each override to the node holding it, also as <task>.<field> where a task has its own
+    # each override to the node holding it; cem_planner also takes <task>.<field> where a task
+    # has its own value
     for name, value in [*config.cem_overrides.items(), *config.cost_overrides.items()]:
         text = (f"[{','.join(str(v) for v in value)}]" if isinstance(value, tuple)
                 else str(value))
-        if name in config.cost_overrides and name not in PLANNER_COST_FIELDS:
+        if name in SERVER_COST_FIELDS:
             overrides["world_model_server"].append(f"{name}:={text}")
             continue
         overrides["cem_planner"].append(f"{name}:={text}")
@@ -655,13 +656,15 @@ def main(argv=None) -> None:
         sampler=args.sampler, bf16=args.bf16, context_frames=args.context_frames,
         max_seconds=args.max_seconds, threads=args.threads,
         video_seeds=tuple(int(s) for s in args.video_seeds.split(",") if s.strip()))
-    for flag in ("cem", "cost"):
+    for flag, items, field_name, settings in (
+            ("--cem", args.cem, "cem_overrides", config.cem_config),
+            ("--cost", args.cost, "cost_overrides", config.cost_weights)):
         try:
-            setattr(config, f"{flag}_overrides", parse_overrides(getattr(args, flag)))
+            setattr(config, field_name, parse_overrides(items))
             for task_name in tasks:
-                getattr(config, "cem_config" if flag == "cem" else "cost_weights")(task_name)
+                settings(task_name)  # raises on a bad field or value
         except (TypeError, ValueError) as error:
-            parser.error(f"--{flag} {' '.join(getattr(args, flag))}: {error}")
+            parser.error(f"{flag} {' '.join(items)}: {error}")
     seeds = list(range(args.seed, args.seed + args.trials))
     if args.ros:
         if policies != ["wm"]:
