@@ -21,6 +21,11 @@ class JointStateBuffer:
         positions = ordered_positions(msg.name, msg.position, JOINT_NAMES)
         self.entries.append((time_to_seconds(msg.header.stamp), positions))
 
+    @property
+    def newest_stamp(self) -> float | None:
+        """Stamp of the latest joint state, None before the first."""
+        return self.entries[-1][0] if self.entries else None
+
     def at(self, stamp: float, tolerance: float) -> np.ndarray | None:
         """Joint positions nearest to ``stamp`` if within ``tolerance`` seconds, else None."""
         if not self.entries:

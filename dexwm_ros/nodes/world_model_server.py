@@ -42,8 +42,8 @@ SERVER_COST_FIELDS = ("latent_weight", "step_discount", "keypoint_weight", "keyp
 
 
 class WorldModelServer(Node):
-    def __init__(self) -> None:
-        super().__init__("world_model_server")
+    def __init__(self, **node_options) -> None:
+        super().__init__("world_model_server", **node_options)
         declare_torch_threads(self)
         model_path = declare(self, "model_path", "",
                              "directory of the world-model checkpoint (model.safetensors + "
@@ -85,6 +85,7 @@ class WorldModelServer(Node):
         self.camera = head_camera()
         self.joints = JointStateBuffer()
         self.frames: list[tuple[float, torch.Tensor, np.ndarray, Latent]] = []
+        self.pending: Latent | None = None  # the newest latent, until its joint state arrives
         # Observations keep flowing in on their own thread while a scoring request runs.
         intake = MutuallyExclusiveCallbackGroup()
         self.create_subscription(Latent, "latents", self.on_latent, RELIABLE,
@@ -114,6 +115,9 @@ class WorldModelServer(Node):
             self.joints.add(msg)
         except ValueError as error:
             self.get_logger().error(f"ignoring joint_states: {error}", throttle_duration_sec=5.0)
+            return
+        if self.pending is not None:
+            self.take_pending()
 
     def on_latent(self, msg: Latent) -> None:
         if msg.encoder != self.model.encoder_name:
@@ -121,11 +125,24 @@ class WorldModelServer(Node):
                                     f"expects '{self.model.encoder_name}'",
                                     throttle_duration_sec=5.0)
             return
+        self.pending = msg
+        self.take_pending()
+
+    def take_pending(self) -> None:
+        """Add the pending latent to the context with the joint state nearest its stamp, once
+        a joint state at or after that stamp has arrived (latents and joint states come on
+        separate topics, in either order); drop it if none lies within ``sync_tolerance``."""
+        msg = self.pending
         stamp = time_to_seconds(msg.header.stamp)
+        newest = self.joints.newest_stamp
+        if newest is None or newest < stamp:
+            return  # its joint state may still be on its way
+        self.pending = None
         joints = self.joints.at(stamp, self.sync_tolerance)
         if joints is None:
-            self.get_logger().warning("no joint state near the latent's stamp yet",
-                                   throttle_duration_sec=5.0)
+            self.get_logger().warning(f"dropping a latent: no joint state within "
+                                      f"{self.sync_tolerance} s of its stamp",
+                                      throttle_duration_sec=5.0)
             return
         try:
             latents = msg_to_latent(msg)

@@ -10,3 +10,23 @@ def spin_until(node, predicate, timeout: float):
     while time.monotonic() < deadline and not predicate():
         rclpy.spin_once(node, timeout_sec=0.05)
     return predicate()
+
+
+def observing(node, timeout: float) -> bool:
+    """Spin until world_model_server has an observation (latents with their joint state) in
+    its context, so that a goal sent next is planned, not refused with ERROR_NO_OBSERVATION."""
+    from dexwm_ros.srv import SnapshotContext
+
+    client = node.create_client(SnapshotContext, "snapshot_context")
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if client.service_is_ready():
+                future = client.call_async(SnapshotContext.Request())
+                if spin_until(node, future.done, deadline - time.monotonic()) and \
+                        future.result().success:
+                    return True
+            spin_until(node, lambda: False, 0.2)
+        return False
+    finally:
+        node.destroy_client(client)

@@ -8,7 +8,7 @@ import pytest
 import rclpy
 from rclpy.action import ActionClient
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
-from ros_testing import spin_until
+from ros_testing import observing, spin_until
 from sensor_msgs.msg import Image
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import Marker, MarkerArray
@@ -62,6 +62,7 @@ def node(graph, ros_node):
         return node.client.server_is_ready() and node.reset.service_is_ready() and node.latents
 
     assert spin_until(node, up, 180), "the graph did not come up"
+    assert observing(node, 60), "world_model_server has no observation"
     return node
 
 

@@ -8,7 +8,7 @@ from rcl_interfaces.srv import DescribeParameters, GetParameters, SetParameters
 from rclpy.action import ActionClient
 from rclpy.node import Node
 from rclpy.parameter import Parameter, parameter_value_to_python
-from ros_testing import spin_until
+from ros_testing import observing, spin_until
 
 from dexwm_ros.action import PlanToGoal
 from dexwm_ros.core.planner import CEMConfig
@@ -55,6 +55,7 @@ def node(tmp_path_factory, ros_node):
 
     try:
         assert spin_until(node, up, 180), "the graph did not come up"
+        assert observing(node, 60), "world_model_server has no observation"
         yield node
     finally:
         stop(processes)
