@@ -8,7 +8,9 @@ and ranked by latent MSE to the encoded goal image, and by the default model's k
 pixel distance to the goal's (the paper's keypoint term, on true latents). Each ranking is
 compared with the ranking by the true mean hand-keypoint distance to the goal (Spearman rho:
 1 = perfect, 0 = random). Encoders: the random tiny ViT at grid pooling 1, 2 and 4 (the default
-model's), so what pooling costs is visible. Run with no arguments (a few minutes on 2 cores).
+model's), so what pooling costs is visible; ``tiny_residual`` (the same ViT before its final
+LayerNorm) at pooling 1 and 4; and, as a reference, raw normalised pixels averaged in 56 x 56
+blocks (``pixels_pool4``). Run with no arguments (a few minutes on 2 cores).
 """
 from __future__ import annotations
 
@@ -30,6 +32,19 @@ from dexwm_ros.sim import make_task  # noqa: E402
 SEEDS = (0, 1, 2, 3)
 CANDIDATES = 128
 SCALES = {"wide": 1.0, "narrow": 0.3}  # times the planner's initial sigma (0.3 arm, 0.1 hand)
+
+
+class PixelBlocks:
+    """Reference 'encoder': the encoder's normalised input pixels averaged over each token's
+    block (what a latent distance can rank with no learnt or random features at all)."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder = encoder
+
+    def encode(self, images) -> torch.Tensor:
+        pixels = self.encoder.preprocess(images)
+        blocks = torch.nn.functional.avg_pool2d(pixels, self.encoder.token_pixels)
+        return blocks.flatten(2).transpose(1, 2)
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -58,6 +73,8 @@ def main() -> None:
     kinematics = RobotKinematics()
     model = WorldModel.load(world_model_path(None)).eval()
     encoders = {f"tiny_pool{p}": build_encoder("tiny", pool=p) for p in (1, 2, 4)}
+    encoders |= {f"tiny_residual_pool{p}": build_encoder("tiny_residual", pool=p) for p in (1, 4)}
+    encoders["pixels_pool4"] = PixelBlocks(encoders["tiny_pool4"])
     maps = tuple(RIGHT_HAND_MAPS)
     rho: dict[str, list[float]] = {}
     with make_task("reach", seed=0) as task, torch.inference_mode():

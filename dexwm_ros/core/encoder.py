@@ -6,6 +6,11 @@ mean/std -> 16 x 28 = 448 tokens. Backends (all through Hugging Face ``transform
 
 * ``"tiny"``: small random DINOv2-style ViT (patch 14, width 64) from a fixed seed, identical
   in every process; for tests and offline demos. Needs no weights.
+* ``"tiny_residual"``: the same random ViT, its tokens taken from the residual stream before the
+  final LayerNorm. At random initialisation that LayerNorm rescales every token to unit
+  variance, so the latent distance to a goal image no longer tracks how far the hand is from
+  it: ``benchmarks/goal_ranking.py`` measures Spearman rho 0.00 for ``tiny`` and 0.72 for
+  ``tiny_residual`` on nearby hand poses (pool 4; raw pixels in 56 x 56 blocks: 0.73).
 * ``"dinov2"``: DINOv2 S/B/L/G (with or without registers), patch 14, crop 224 x 392.
 * ``"dinov3"``: DINOv3 ViT, patch 16, crop 256 x 448.
 * ``"siglip2"``: SigLIP 2 vision tower, fixed-resolution (``siglip``) or NaFlex (``siglip2``)
@@ -49,11 +54,13 @@ SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
 TINY_ENCODER_DIM = 64
 TINY_SEED = 0
-BACKENDS = ("tiny", "dinov2", "dinov3", "siglip2", "vjepa2")
+BACKENDS = ("tiny", "tiny_residual", "dinov2", "dinov3", "siglip2", "vjepa2")
+TINY_BACKENDS = ("tiny", "tiny_residual")
 POOLS = (1, 2, 4)
 RESIZE_RULE = "scale to cover crop (bilinear, antialias), centre crop"
 
-_DEFAULT_PATCH = {"tiny": 14, "dinov2": 14, "dinov3": 16, "siglip2": 16, "vjepa2": 16}
+_DEFAULT_PATCH = {"tiny": 14, "tiny_residual": 14, "dinov2": 14, "dinov3": 16, "siglip2": 16,
+                  "vjepa2": 16}
 _MODEL_TYPES = {
     "dinov2": ("dinov2", "dinov2_with_registers"),
     "dinov3": ("dinov3_vit",),
@@ -289,16 +296,18 @@ def build_encoder(backend: str = "tiny", weights: str | Path | None = None,
         raise ValueError(f"unknown encoder backend {backend!r}; choose from {BACKENDS}")
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise ValueError(f"encoder dtype must be float32, bfloat16 or float16, got {dtype}")
-    if backend == "tiny":
+    if backend in TINY_BACKENDS:
         if weights is not None:
-            raise ValueError("the 'tiny' encoder is random by design and takes no weights")
-        model, name = _tiny_model(), "tiny"
+            raise ValueError(f"the {backend!r} encoder is random by design and takes no weights")
+        model, name = _tiny_model(), backend
+        if backend == "tiny_residual":
+            model.layernorm = nn.Identity()
     else:
         model = _load_pretrained(backend, weights)
         name = _encoder_name(backend, model.config)
     config = model.config
     prefix = 0
-    if backend in ("tiny", "dinov2", "dinov3"):
+    if backend in (*TINY_BACKENDS, "dinov2", "dinov3"):
         prefix = 1 + getattr(config, "num_register_tokens", 0)
     tubelet = getattr(config, "tubelet_size", 1) if backend == "vjepa2" else 1
     encoder = ImageEncoder(model, backend, name, config.patch_size, config.hidden_size, dtype,

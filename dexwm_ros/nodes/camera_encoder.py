@@ -13,7 +13,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from dexwm_ros.core.encoder import build_encoder
+from dexwm_ros.core.encoder import BACKENDS, build_encoder
 from dexwm_ros.msg import Latent
 from dexwm_ros.nodes.conversions import image_to_rgb, latent_to_msg
 from dexwm_ros.nodes.params import declare, declare_torch_threads
@@ -28,8 +28,7 @@ class CameraEncoder(Node):
         super().__init__("camera_encoder")
         declare_torch_threads(self)
         backend = declare(self, "backend", "tiny",
-                          "encoder backend: tiny | dinov2 | dinov3 | siglip2 | vjepa2",
-                          read_only=True)
+                          f"encoder backend: {' | '.join(BACKENDS)}", read_only=True)
         weights = declare(self, "weights", "",
                           "local directory (or hub id already in the local cache) of the "
                           "encoder weights; empty only for the tiny backend", read_only=True)

@@ -161,3 +161,16 @@ def test_pooled_encoder_averages_patch_blocks(tiny, images):
     torch.testing.assert_close(pooled.encode(images[:2]), blocks, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="pool"):
         build_encoder("tiny", pool=3)
+
+
+def test_tiny_residual_is_tiny_before_its_final_layernorm(tiny, images):
+    residual = build_encoder("tiny_residual")
+    assert residual.name == "tiny_residual" and residual.grid == tiny.grid
+    assert residual.dim == tiny.dim and residual.preprocessing == tiny.preprocessing
+    tokens = residual.encode(images[:2])
+    normed = tiny.model.layernorm(tokens)  # per token, so the dropped CLS token does not matter
+    torch.testing.assert_close(normed, tiny.encode(images[:2]), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(tokens, normed, atol=1e-2)
+    assert build_encoder("tiny_residual", pool=4).name == "tiny_residual_pool4"
+    with pytest.raises(ValueError, match="no weights"):
+        build_encoder("tiny_residual", weights="x")
