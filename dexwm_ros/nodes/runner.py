@@ -5,6 +5,7 @@ down under callbacks that are still running, which then fail with tracebacks).
 """
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -19,6 +20,10 @@ from rclpy.signals import SignalHandlerOptions
 CALLBACK_GRACE = 2.0
 #: Seconds between checks for a stop request while the executor waits for work.
 POLL_PERIOD = 0.1
+#: Seconds from a stop request until a shutdown that hangs (a thread that never returns, at
+#: node destruction or interpreter exit) is cut short: every thread's traceback goes to
+#: stderr and the process exits with code 1.
+SHUTDOWN_TIMEOUT = 10.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -69,21 +74,23 @@ def run_node(node_class, args=None, threads: int = 1) -> int:
     Afterwards a signal stops the spinning; callbacks still running get ``CALLBACK_GRACE``
     seconds to finish while the ROS context is still valid, then the node is destroyed and the
     process exits with code 0. Callbacks still running after that (a long computation, a wait
-    for a reply that no longer comes) are abandoned.
+    for a reply that no longer comes) are abandoned. A shutdown still not done after
+    ``SHUTDOWN_TIMEOUT`` seconds prints every thread's traceback and exits with code 1.
     """
     init_ros(args)
+    stop = threading.Event()
     try:
         node = node_class()
+        for sig in STOP_SIGNALS:  # inside the try: a signal just before this is Stopped too
+            signal.signal(sig, lambda signum, frame: stop.set())
     except (StartupError, FileNotFoundError, ValueError) as error:
         print(f"[{node_class.__name__}] cannot start: {error}", flush=True)
         rclpy.try_shutdown()
         return 1
     except Stopped:
+        faulthandler.dump_traceback_later(SHUTDOWN_TIMEOUT, exit=True)
         rclpy.try_shutdown()
         return 0
-    stop = threading.Event()
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, lambda signum, frame: stop.set())
     executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
                 else SingleThreadedExecutor())
     executor.add_node(node)
@@ -92,6 +99,7 @@ def run_node(node_class, args=None, threads: int = 1) -> int:
             executor.spin_once(timeout_sec=POLL_PERIOD)
     except ExternalShutdownException:
         pass
+    faulthandler.dump_traceback_later(SHUTDOWN_TIMEOUT, exit=True)
     finished = threading.Thread(target=executor.shutdown, daemon=True)
     finished.start()
     finished.join(CALLBACK_GRACE)
