@@ -62,14 +62,14 @@ def main(extra_models: list[str]) -> None:
                     images.append(task.render())
                     joints.append(task.joint_positions())
                 context_joints = torch.as_tensor(np.stack(joints), dtype=torch.float32)
+                goal_latents = encoder.encode(task.goal_image()[None])
                 cost.clear()
-                cost.set_goal(encoder.encode(task.goal_image()[None])[0], encoder.name)
+                cost.set_goal(goal_latents[0], encoder.name)
                 cost.set_context(encoder.encode(np.stack(images)),
                                  context_actions(kinematics, camera, context_joints,
                                                  model.action_representation), encoder.name)
                 goal = kinematics.keypoints_world(torch.as_tensor(task.goal_joint_positions,
                                                                   dtype=torch.float32))
-                goal_latents = encoder.encode(task.goal_image()[None])
                 observed = kinematics.keypoints_camera(context_joints[-1], camera)
                 rng = np.random.default_rng(seed)
                 for scale_name, scale in SCALES.items():

@@ -3,8 +3,8 @@ topics delivers first, and drops a latent whose joint state is missed."""
 import numpy as np
 import pytest
 import torch
-from builtin_interfaces.msg import Time
 from rclpy.parameter import Parameter
+from rclpy.time import Time
 from sensor_msgs.msg import JointState
 
 from dexwm_ros.core.kinematics import JOINT_NAMES
@@ -25,20 +25,15 @@ def server(tmp_path_factory, ros_node):
     node.destroy_node()
 
 
-def seconds_to_time(seconds):
-    nanoseconds = round(seconds * 1e9)
-    return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
-
-
 def joint_state(stamp, value):
     msg = JointState(name=list(JOINT_NAMES), position=[value] * len(JOINT_NAMES))
-    msg.header.stamp = seconds_to_time(stamp)
+    msg.header.stamp = Time(seconds=stamp).to_msg()
     return msg
 
 
 def latent(stamp):
     msg = latent_to_msg(torch.zeros(16 * 28, 64), "tiny", (16, 28))
-    msg.header.stamp = seconds_to_time(stamp)
+    msg.header.stamp = Time(seconds=stamp).to_msg()
     return msg
 
 
