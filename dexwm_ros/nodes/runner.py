@@ -99,7 +99,8 @@ def run_node(node_class, args=None, threads: int = 1) -> int:
             executor.spin_once(timeout_sec=POLL_PERIOD)
     except ExternalShutdownException:
         pass
-    faulthandler.dump_traceback_later(SHUTDOWN_TIMEOUT, exit=True)
+    finally:  # any way out of the loop, an exception from a callback too
+        faulthandler.dump_traceback_later(SHUTDOWN_TIMEOUT, exit=True)
     finished = threading.Thread(target=executor.shutdown, daemon=True)
     finished.start()
     finished.join(CALLBACK_GRACE)
