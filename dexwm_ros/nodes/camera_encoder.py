@@ -6,8 +6,6 @@ publishes ``latents`` (reliable) stamped like the image, serves ``encode_image``
 """
 from __future__ import annotations
 
-import sys
-
 import torch
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
@@ -77,7 +75,7 @@ class CameraEncoder(Node):
 
 
 def main(args=None) -> None:
-    sys.exit(run_node(CameraEncoder, args))
+    run_node(CameraEncoder, args)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ preempts (aborts) the running one; cancel is honoured within one CEM iteration.
 """
 from __future__ import annotations
 
-import sys
 import threading
 import time
 
@@ -278,7 +277,7 @@ class CemPlannerNode(Node):
 
 
 def main(args=None) -> None:
-    sys.exit(run_node(CemPlannerNode, args, threads=4))
+    run_node(CemPlannerNode, args, threads=4)
 
 
 if __name__ == "__main__":

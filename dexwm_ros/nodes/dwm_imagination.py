@@ -13,7 +13,6 @@ step; cancel takes effect within one step. The frames are published on ``imagine
 from __future__ import annotations
 
 import hashlib
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -250,7 +249,7 @@ class DwmImaginationNode(Node):
 
 
 def main(args=None) -> None:
-    sys.exit(run_node(DwmImaginationNode, args, threads=3))
+    run_node(DwmImaginationNode, args, threads=3)
 
 
 if __name__ == "__main__":

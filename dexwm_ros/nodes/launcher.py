@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(overrides['camera_encoder'][-2:])})", flush=True)
 
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ctrl-C also where SIGINT was ignored when we started (a job started with ``&``)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     processes: dict[str, subprocess.Popen] = {}
     try:
         code = run_graph(args, graph, config, overrides, processes)

@@ -1,15 +1,22 @@
 """Common main() for the node executables: clear start-up errors, clean and prompt shutdown.
 
 SIGINT and SIGTERM are handled here instead of by rclpy (whose handlers shut the ROS context
-down under callbacks that are still running, which then fail with tracebacks).
+down under callbacks that are still running, which then fail with tracebacks). Once the node
+and the ROS context are shut down, the process ends without the interpreter's finalization
+(``exit_process``): that garbage-collects every module (torch, MuJoCo; seconds on a loaded
+machine) and runs the C libraries' exit handlers (Fast DDS, LTTng), after Python's shutdown
+watchdog is gone, so a hang there would never end.
 """
 from __future__ import annotations
 
+import atexit
 import faulthandler
 import os
 import signal
 import sys
 import threading
+import traceback
+from typing import NoReturn
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
@@ -66,16 +73,36 @@ def init_ros(args=None) -> None:
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
 
 
-def run_node(node_class, args=None, threads: int = 1) -> int:
-    """Create ``node_class()``, spin it until SIGINT or SIGTERM, return a process exit code.
+def exit_process(code: int, abandon_threads: bool = False) -> NoReturn:
+    """End the process with ``code`` as the interpreter would, up to its finalization: wait
+    for non-daemon threads (unless ``abandon_threads``: callbacks that are still running),
+    run ``atexit`` callbacks, flush stdout/stderr; then ``os._exit``."""
+    if not abandon_threads:
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
+        atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe (the launcher is gone)
+            pass
+    os._exit(code)
+
+
+def run_node(node_class, args=None, threads: int = 1) -> NoReturn:
+    """Create ``node_class()``, spin it until SIGINT or SIGTERM, then end the process
+    (``exit_process``).
 
     Start-up errors (missing model files, bad parameters) are printed as one clear line and
     give exit code 1 instead of a traceback. A signal during start-up exits at once (code 0).
     Afterwards a signal stops the spinning; callbacks still running get ``CALLBACK_GRACE``
     seconds to finish while the ROS context is still valid, then the node is destroyed and the
-    process exits with code 0. Callbacks still running after that (a long computation, a wait
-    for a reply that no longer comes) are abandoned. A shutdown still not done after
-    ``SHUTDOWN_TIMEOUT`` seconds prints every thread's traceback and exits with code 1.
+    process exits with code 0 (code 1 when a callback raised; its traceback is printed).
+    Callbacks still running after the grace (a long computation, a wait for a reply that no
+    longer comes) are abandoned. A shutdown still not done after ``SHUTDOWN_TIMEOUT`` seconds
+    (a non-daemon thread that never returns, too) prints every thread's traceback and exits
+    with code 1.
     """
     init_ros(args)
     stop = threading.Event()
@@ -86,30 +113,31 @@ def run_node(node_class, args=None, threads: int = 1) -> int:
     except (StartupError, FileNotFoundError, ValueError) as error:
         print(f"[{node_class.__name__}] cannot start: {error}", flush=True)
         rclpy.try_shutdown()
-        return 1
+        exit_process(1)
     except Stopped:
         faulthandler.dump_traceback_later(SHUTDOWN_TIMEOUT, exit=True)
         rclpy.try_shutdown()
-        return 0
+        exit_process(0)
     executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
                 else SingleThreadedExecutor())
     executor.add_node(node)
+    code = 0
     try:
         while not stop.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=POLL_PERIOD)
     except ExternalShutdownException:
         pass
-    finally:  # any way out of the loop, an exception from a callback too
-        faulthandler.dump_traceback_later(SHUTDOWN_TIMEOUT, exit=True)
+    except Exception:
+        traceback.print_exc()
+        code = 1
+    faulthandler.dump_traceback_later(SHUTDOWN_TIMEOUT, exit=True)
     finished = threading.Thread(target=executor.shutdown, daemon=True)
     finished.start()
     finished.join(CALLBACK_GRACE)
     if finished.is_alive():
         node.get_logger().warning(f"callbacks still running after {CALLBACK_GRACE:.0f} s; "
                                   "exiting without them")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        exit_process(code, abandon_threads=True)
     node.destroy_node()
     rclpy.try_shutdown()
-    return 0
+    exit_process(code)

@@ -7,8 +7,6 @@ control step; executes the latest ``joint_command``; serves ``reset_task`` (seed
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
@@ -119,7 +117,7 @@ class SimNode(Node):
 
 
 def main(args=None) -> None:
-    sys.exit(run_node(SimNode, args))
+    run_node(SimNode, args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ running goal and exit with code 0.
 from __future__ import annotations
 
 import signal
-import sys
 import time
 
 import rclpy
@@ -19,7 +18,7 @@ from dexwm_ros.action import PlanToGoal
 from dexwm_ros.core.tasks import CONTROL_HZ, TASK_NAMES, task_spec
 from dexwm_ros.nodes.conversions import time_to_seconds
 from dexwm_ros.nodes.params import declare
-from dexwm_ros.nodes.runner import STOP_SIGNALS, Stopped, init_ros
+from dexwm_ros.nodes.runner import STOP_SIGNALS, Stopped, exit_process, init_ros
 from dexwm_ros.nodes.task_client import ERROR_NAMES, TaskClient
 
 #: Seconds to wait for the planner to accept the cancel of the running goal on a signal.
@@ -110,7 +109,7 @@ def main(args=None) -> None:
     if node is not None:
         node.destroy_node()
     rclpy.try_shutdown()
-    sys.exit(code)
+    exit_process(code)
 
 
 if __name__ == "__main__":

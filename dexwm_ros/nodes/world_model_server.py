@@ -7,7 +7,6 @@ costs out: no latents per candidate cross the wire).
 """
 from __future__ import annotations
 
-import sys
 import threading
 
 import numpy as np
@@ -225,7 +224,7 @@ class WorldModelServer(Node):
 
 
 def main(args=None) -> None:
-    sys.exit(run_node(WorldModelServer, args, threads=3))
+    run_node(WorldModelServer, args, threads=3)
 
 
 if __name__ == "__main__":

@@ -32,12 +32,18 @@ def _launch() -> tuple[subprocess.Popen, list[int]]:
 
 
 def _describe(pid: int) -> str:
-    """Command line, state and kernel wait channel of a process, for a failure message."""
+    """Command line, state and the kernel wait channel of each thread of a process, for a
+    failure message."""
     try:
-        with open(f"/proc/{pid}/cmdline") as cmdline, open(f"/proc/{pid}/stat") as stat, \
-                open(f"/proc/{pid}/wchan") as wchan:
+        with open(f"/proc/{pid}/cmdline") as cmdline, open(f"/proc/{pid}/stat") as stat:
+            command = cmdline.read().replace(chr(0), " ")
             state = stat.read().split(")")[-1].split()[0]
-            return f"{pid} {cmdline.read().replace(chr(0), ' ')} state {state} in {wchan.read()}"
+        threads = []
+        for task in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+            with open(f"/proc/{pid}/task/{task}/comm") as comm, \
+                    open(f"/proc/{pid}/task/{task}/wchan") as wchan:
+                threads.append(f"{comm.read().strip()}: {wchan.read()}")
+        return f"{pid} {command} state {state}, threads waiting in {'; '.join(threads)}"
     except OSError:
         return f"{pid} (gone)"
 

@@ -25,7 +25,7 @@ class Hanging(Node):
         threading.Thread(target=blocked_forever, args=(threading.Event(),)).start()
         print("up", flush=True)
 
-raise SystemExit(run_node(Hanging))
+run_node(Hanging)
 """
 
 
