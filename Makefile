@@ -15,7 +15,7 @@ SYSTEM_STAMP := build/.system-deps
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: setup demo test lint clean default-model
+.PHONY: setup demo test lint clean default-model palm-encoder
 
 setup: $(SYSTEM_STAMP) $(DEPS_STAMP) $(INTERFACES)
 
@@ -67,6 +67,15 @@ default-model: setup
 	mkdir -p models/default_world_model
 	cp $(DEFAULT_MODEL_RUN)/model/model.safetensors $(DEFAULT_MODEL_RUN)/model/config.json \
 		$(DEFAULT_MODEL_RUN)/eval/open_loop.json models/default_world_model/
+
+# Encoder candidate: MediaPipe's palm detector, which the mediapipe 0.10.x wheel ships as a
+# .tflite file, converted once to safetensors (tools/convert_tflite_backbone.py; the one download
+# is the wheel from the package index). Use it with encoder backend "blazepalm" and
+# weights models/encoders/blazepalm.
+PALM_ENCODER := models/encoders/blazepalm
+palm-encoder: $(PALM_ENCODER)/graph.json
+$(PALM_ENCODER)/graph.json: $(DEPS_STAMP) tools/convert_tflite_backbone.py
+	$(PY) tools/convert_tflite_backbone.py --out $(PALM_ENCODER)
 
 clean:
 	rm -rf build $(VENV)

@@ -61,7 +61,7 @@ setup(
     ],
     extras_require={
         "sim": ["mujoco<3.4", "robosuite==1.5.2", "h5py"],
-        "training": ["h5py", "av", "matplotlib"],
+        "training": ["h5py", "av", "matplotlib", "tflite"],
         "dwm": ["diffusers>=0.42,<0.43", "peft>=0.17", "sentencepiece", "av", "mujoco<3.4"],
         "ros": ROS,
         "ros-build": ROS_BUILD,

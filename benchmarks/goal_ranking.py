@@ -15,6 +15,7 @@ blocks (``pixels_pool4``). Run with no arguments (a few minutes on 2 cores).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -30,6 +31,7 @@ from dexwm_ros.share import world_model_path  # noqa: E402
 from dexwm_ros.sim import make_task  # noqa: E402
 
 SEEDS = (0, 1, 2, 3)
+PALM_ENCODER = Path(__file__).resolve().parents[1] / "models" / "encoders" / "blazepalm"
 CANDIDATES = 128
 SCALES = {"wide": 1.0, "narrow": 0.3}  # times the planner's initial sigma (0.3 arm, 0.1 hand)
 
@@ -75,6 +77,12 @@ def main() -> None:
     encoders = {f"tiny_pool{p}": build_encoder("tiny", pool=p) for p in (1, 2, 4)}
     encoders |= {f"tiny_residual_pool{p}": build_encoder("tiny_residual", pool=p) for p in (1, 4)}
     encoders["pixels_pool4"] = PixelBlocks(encoders["tiny_pool4"])
+    if PALM_ENCODER.is_dir():
+        encoders |= {f"blazepalm_pool{p}": build_encoder("blazepalm", PALM_ENCODER, pool=p)
+                     for p in (1, 4)}
+    else:
+        print(f"no converted palm-detector encoder in {PALM_ENCODER} (`make palm-encoder`); "
+              f"skipping it")
     maps = tuple(RIGHT_HAND_MAPS)
     rho: dict[str, list[float]] = {}
     with make_task("reach", seed=0) as task, torch.inference_mode():

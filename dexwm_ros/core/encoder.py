@@ -17,6 +17,13 @@ mean/std -> 16 x 28 = 448 tokens. Backends (all through Hugging Face ``transform
   checkpoints; patch 16 -> crop 256 x 448; mean/std 0.5.
 * ``"vjepa2"``: V-JEPA 2 encoder; the image is repeated into one 2-frame tubelet; patch 16 ->
   crop 256 x 448.
+* ``"blazepalm"``: the convolutional trunk of MediaPipe's palm detector (pretrained on human
+  hand images; the ``mediapipe`` 0.10 wheel ships it as a ``.tflite`` file, which
+  ``tools/convert_tflite_backbone.py`` converts once at set-up: ``make palm-encoder``), cut at
+  the end of its stride-8 backbone stage (128 channels); crop 128 x 224 in [0, 1] as the
+  detector expects, so its stride-8 map is the 16 x 28 grid ("patch" 8). At 256 x 448 it ranks
+  hand poses a little better (``benchmarks/goal_ranking.py``: rho 0.76 / 0.56 wide / nearby
+  against 0.63 / 0.54) but encodes 8x slower on a CPU. ``weights`` is the converted directory.
 
 Every backend keeps the 16 x 28 grid (and so P = 448 and the same field of view, the 4:7 crop);
 only the pixel resolution is ``grid x patch``. Keypoint pixels are always given in the 224 x 392
@@ -52,15 +59,16 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
+UNIT_MEAN, UNIT_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 TINY_ENCODER_DIM = 64
 TINY_SEED = 0
-BACKENDS = ("tiny", "tiny_residual", "dinov2", "dinov3", "siglip2", "vjepa2")
+BACKENDS = ("tiny", "tiny_residual", "dinov2", "dinov3", "siglip2", "vjepa2", "blazepalm")
 TINY_BACKENDS = ("tiny", "tiny_residual")
 POOLS = (1, 2, 4)
 RESIZE_RULE = "scale to cover crop (bilinear, antialias), centre crop"
 
 _DEFAULT_PATCH = {"tiny": 14, "tiny_residual": 14, "dinov2": 14, "dinov3": 16, "siglip2": 16,
-                  "vjepa2": 16}
+                  "vjepa2": 16, "blazepalm": 8}
 _MODEL_TYPES = {
     "dinov2": ("dinov2", "dinov2_with_registers"),
     "dinov3": ("dinov3_vit",),
@@ -85,10 +93,10 @@ def preprocessing_info(backend: str, patch: int | None = None, pool: int = 1) ->
     if backend not in BACKENDS:
         raise ValueError(f"unknown encoder backend {backend!r}; choose from {BACKENDS}")
     patch = patch or _DEFAULT_PATCH[backend]
-    siglip = backend == "siglip2"
+    mean, std = {"siglip2": (SIGLIP_MEAN, SIGLIP_STD),
+                 "blazepalm": (UNIT_MEAN, UNIT_STD)}.get(backend, (IMAGENET_MEAN, IMAGENET_STD))
     return {"image_size": [GRID[0] * patch, GRID[1] * patch], "resize": RESIZE_RULE,
-            "mean": list(SIGLIP_MEAN if siglip else IMAGENET_MEAN),
-            "std": list(SIGLIP_STD if siglip else IMAGENET_STD), "pool": _check_pool(pool)}
+            "mean": list(mean), "std": list(std), "pool": _check_pool(pool)}
 
 
 def pooled_name(name: str, pool: int) -> str:
@@ -195,6 +203,9 @@ class ImageEncoder(nn.Module):
         elif self.backend == "siglip2":
             tokens = self.model(pixel_values=pixels,
                                 interpolate_pos_encoding=True).last_hidden_state
+        elif self.backend == "blazepalm":
+            features = F.avg_pool2d(self.model(pixels), self.patch // self.model.stride)
+            tokens = features.flatten(2).transpose(1, 2)
         else:
             tokens = self.model(pixel_values=pixels).last_hidden_state
         tokens = tokens[:, self.num_prefix_tokens:]
@@ -255,6 +266,23 @@ def _load_pretrained(backend: str, weights: str | Path | None):
     return model
 
 
+def _load_tflite_graph(weights: str | Path | None):
+    """The converted palm-detector trunk in ``weights``; failures are ``EncoderWeightsError``."""
+    from dexwm_ros.core.tflite_graph import TFLiteGraph, TFLiteGraphError
+
+    if weights is None:
+        raise EncoderWeightsError("encoder backend 'blazepalm' needs weights= (the directory "
+                                  "written by `make palm-encoder`); none were given")
+    try:
+        graph = TFLiteGraph.load(weights)
+    except TFLiteGraphError as err:
+        raise EncoderWeightsError(str(err)) from err
+    if _DEFAULT_PATCH["blazepalm"] % graph.stride:
+        raise EncoderWeightsError(f"{weights}: the converted layer has stride {graph.stride}; "
+                                  f"the grid needs a stride dividing {_DEFAULT_PATCH['blazepalm']}")
+    return graph
+
+
 def _model_class(backend: str, model_type: str):
     import transformers as tf
 
@@ -302,6 +330,12 @@ def build_encoder(backend: str = "tiny", weights: str | Path | None = None,
         model, name = _tiny_model(), backend
         if backend == "tiny_residual":
             model.layernorm = nn.Identity()
+    elif backend == "blazepalm":
+        graph = _load_tflite_graph(weights)
+        encoder = ImageEncoder(graph, backend, backend, _DEFAULT_PATCH[backend],
+                               graph.output_channels, dtype, pool=pool)
+        encoder.model.to(dtype)
+        return encoder.to(device)
     else:
         model = _load_pretrained(backend, weights)
         name = _encoder_name(backend, model.config)
