@@ -9,8 +9,9 @@ pixel distance to the goal's (the paper's keypoint term, on true latents). Each 
 compared with the ranking by the true mean hand-keypoint distance to the goal (Spearman rho:
 1 = perfect, 0 = random). Encoders: the random tiny ViT at grid pooling 1, 2 and 4 (the default
 model's), so what pooling costs is visible; ``tiny_residual`` (the same ViT before its final
-LayerNorm) at pooling 1 and 4; and, as a reference, raw normalised pixels averaged in 56 x 56
-blocks (``pixels_pool4``). Run with no arguments (a few minutes on 2 cores).
+LayerNorm) at pooling 1 and 4; MediaPipe's palm-detector trunk at pooling 4 (``blazepalm``, when
+``make palm-encoder`` has converted it); and, as a reference, raw normalised pixels averaged in
+56 x 56 blocks (``pixels_pool4``). Run with no arguments (a few minutes on 2 cores).
 """
 from __future__ import annotations
 
@@ -78,8 +79,7 @@ def main() -> None:
     encoders |= {f"tiny_residual_pool{p}": build_encoder("tiny_residual", pool=p) for p in (1, 4)}
     encoders["pixels_pool4"] = PixelBlocks(encoders["tiny_pool4"])
     if PALM_ENCODER.is_dir():
-        encoders |= {f"blazepalm_pool{p}": build_encoder("blazepalm", PALM_ENCODER, pool=p)
-                     for p in (1, 4)}
+        encoders["blazepalm_pool4"] = build_encoder("blazepalm", PALM_ENCODER, pool=4)
     else:
         print(f"no converted palm-detector encoder in {PALM_ENCODER} (`make palm-encoder`); "
               f"skipping it")
