@@ -47,13 +47,14 @@ def _activate(x: torch.Tensor, name: str) -> torch.Tensor:
     return x
 
 
-def _pad_same(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
-              dilation: tuple[int, int], value: float = 0.0) -> torch.Tensor:
-    top, bottom = same_padding(x.shape[-2], kernel[0], stride[0], dilation[0])
-    left, right = same_padding(x.shape[-1], kernel[1], stride[1], dilation[1])
-    if top or bottom or left or right:
-        x = F.pad(x, (left, right, top, bottom), value=value)
-    return x
+def _same_pads(x: torch.Tensor, kernel, stride, dilation) -> list[tuple[int, int]]:
+    """'SAME' (before, after) padding of ``x``'s height and width."""
+    return [same_padding(x.shape[-2 + d], kernel[d], stride[d], dilation[d]) for d in (0, 1)]
+
+
+def _pad(x: torch.Tensor, pads: list[tuple[int, int]], value: float = 0.0) -> torch.Tensor:
+    (top, bottom), (left, right) = pads
+    return F.pad(x, (left, right, top, bottom), value=value) if any(pads[0] + pads[1]) else x
 
 
 class TFLiteGraph(nn.Module):
@@ -116,13 +117,11 @@ class TFLiteGraph(nn.Module):
             stride, dilation = tuple(node["stride"]), tuple(node["dilation"])
             x, padding = inputs[0], (0, 0)
             if node["padding"] == "SAME":
-                kernel = tuple(weight.shape[-2:])
-                pads = [same_padding(x.shape[-2 + d], kernel[d], stride[d], dilation[d])
-                        for d in (0, 1)]
+                pads = _same_pads(x, weight.shape[-2:], stride, dilation)
                 if all(before == after for before, after in pads):  # conv2d pads symmetrically
                     padding = (pads[0][0], pads[1][0])
                 else:
-                    x = _pad_same(x, kernel, stride, dilation)
+                    x = _pad(x, pads)
             groups = x.shape[1] if op == "DEPTHWISE_CONV_2D" else 1
             y = F.conv2d(x, weight, const.get("bias"), stride, padding, dilation, groups)
         elif op == "ADD":
@@ -133,7 +132,7 @@ class TFLiteGraph(nn.Module):
             kernel, stride = tuple(node["kernel"]), tuple(node["stride"])
             x = inputs[0]
             if node["padding"] == "SAME":
-                x = _pad_same(x, kernel, stride, (1, 1), value=-math.inf)
+                x = _pad(x, _same_pads(x, kernel, stride, (1, 1)), value=-math.inf)
             y = F.max_pool2d(x, kernel, stride)
         elif op == "PAD":
             (top, bottom), (left, right), (front, back) = node["pads"]
