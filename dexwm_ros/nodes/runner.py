@@ -31,6 +31,9 @@ POLL_PERIOD = 0.1
 #: node destruction or interpreter exit) is cut short: every thread's traceback goes to
 #: stderr and the process exits with code 1.
 SHUTDOWN_TIMEOUT = 10.0
+#: Seconds from a stop request until the kernel ends the process (SIGALRM, default action)
+#: should even the traceback dump of ``SHUTDOWN_TIMEOUT`` not end it.
+SHUTDOWN_KILL = 15
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -53,16 +56,30 @@ PARENT_ENV = "DEXWM_LAUNCHER_PID"
 PR_SET_PDEATHSIG = 1
 
 
-def _stop_with_launcher() -> None:
-    """SIGTERM when the launcher named in ``PARENT_ENV`` dies (Linux ``PR_SET_PDEATHSIG``)."""
+def _launcher_gone() -> bool:
+    """Whether this node was started by dexwm-launch (``PARENT_ENV``) and that has died."""
     launcher = os.environ.get(PARENT_ENV)
-    if not launcher or not sys.platform.startswith("linux"):
+    return bool(launcher) and os.getppid() != int(launcher)
+
+
+def _stop_with_launcher() -> None:
+    """SIGTERM when the launcher named in ``PARENT_ENV`` dies (Linux ``PR_SET_PDEATHSIG``);
+    the spin loop also checks ``_launcher_gone``, in case that signal is lost."""
+    if not os.environ.get(PARENT_ENV) or not sys.platform.startswith("linux"):
         return
     import ctypes
 
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != int(launcher):  # the launcher died before prctl took effect
+    if _launcher_gone():  # the launcher died before prctl took effect
         raise Stopped("SIGTERM")
+
+
+def _limit_shutdown() -> None:
+    """From now on the process ends within ``SHUTDOWN_TIMEOUT`` seconds (tracebacks, code 1),
+    at the latest ``SHUTDOWN_KILL`` seconds (killed by SIGALRM), whatever hangs."""
+    faulthandler.dump_traceback_later(SHUTDOWN_TIMEOUT, exit=True)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(SHUTDOWN_KILL)
 
 
 def init_ros(args=None) -> None:
@@ -96,26 +113,27 @@ def run_node(node_class, args=None, threads: int = 1) -> NoReturn:
 
     Start-up errors (missing model files, bad parameters) are printed as one clear line and
     give exit code 1 instead of a traceback. A signal during start-up exits at once (code 0).
-    Afterwards a signal stops the spinning; callbacks still running get ``CALLBACK_GRACE``
+    Afterwards a signal (or, under dexwm-launch, the launcher's death) stops the spinning; callbacks still running get ``CALLBACK_GRACE``
     seconds to finish while the ROS context is still valid, then the node is destroyed and the
     process exits with code 0 (code 1 when a callback raised; its traceback is printed).
     Callbacks still running after the grace (a long computation, a wait for a reply that no
     longer comes) are abandoned. A shutdown still not done after ``SHUTDOWN_TIMEOUT`` seconds
     (a non-daemon thread that never returns, too) prints every thread's traceback and exits
-    with code 1.
+    with code 1, and one still not done after ``SHUTDOWN_KILL`` seconds is killed.
     """
-    init_ros(args)
     stop = threading.Event()
     try:
+        init_ros(args)
         node = node_class()
         for sig in STOP_SIGNALS:  # inside the try: a signal just before this is Stopped too
             signal.signal(sig, lambda signum, frame: stop.set())
     except (StartupError, FileNotFoundError, ValueError) as error:
+        _limit_shutdown()
         print(f"[{node_class.__name__}] cannot start: {error}", flush=True)
         rclpy.try_shutdown()
         exit_process(1)
     except Stopped:
-        faulthandler.dump_traceback_later(SHUTDOWN_TIMEOUT, exit=True)
+        _limit_shutdown()
         rclpy.try_shutdown()
         exit_process(0)
     executor = (MultiThreadedExecutor(num_threads=threads) if threads > 1
@@ -123,14 +141,14 @@ def run_node(node_class, args=None, threads: int = 1) -> NoReturn:
     executor.add_node(node)
     code = 0
     try:
-        while not stop.is_set() and rclpy.ok():
+        while not stop.is_set() and rclpy.ok() and not _launcher_gone():
             executor.spin_once(timeout_sec=POLL_PERIOD)
     except ExternalShutdownException:
         pass
     except Exception:
         traceback.print_exc()
         code = 1
-    faulthandler.dump_traceback_later(SHUTDOWN_TIMEOUT, exit=True)
+    _limit_shutdown()
     finished = threading.Thread(target=executor.shutdown, daemon=True)
     finished.start()
     finished.join(CALLBACK_GRACE)

@@ -1,4 +1,6 @@
-"""run_node: a shutdown that hangs is cut short, with every thread's traceback on stderr."""
+"""run_node: a shutdown that hangs is cut short, with every thread's traceback on stderr; a node
+started by dexwm-launch stops when the launcher dies."""
+import os
 import signal
 import subprocess
 import sys
@@ -43,3 +45,53 @@ def test_hanging_shutdown_exits_with_the_tracebacks():
     finally:
         process.kill()
         process.wait()
+
+
+QUIET_NODE = """
+from rclpy.node import Node
+from dexwm_ros.nodes.runner import run_node
+
+class Quiet(Node):
+    def __init__(self):
+        super().__init__("quiet")
+        print("up", flush=True)
+
+run_node(Quiet)
+"""
+
+#: A stand-in launcher: it starts the node with SIGTERM blocked (a signal mask survives exec),
+#: so that the node's death signal stays pending, as if lost; then waits to be killed.
+LAUNCHER_LOSING_SIGNALS = """
+import os, signal, subprocess, sys, time
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+env = dict(os.environ, DEXWM_LAUNCHER_PID=str(os.getpid()))
+node = subprocess.Popen([sys.executable, "-c", sys.argv[1]], env=env, stdout=subprocess.PIPE,
+                        text=True)
+assert node.stdout.readline().strip() == "up"
+print(node.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_node_stops_when_its_launcher_dies_even_without_the_death_signal():
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER_LOSING_SIGNALS, QUIET_NODE],
+                                stdout=subprocess.PIPE, text=True)
+    node = int(launcher.stdout.readline())
+    try:
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + SHUTDOWN_TIMEOUT
+        while time.monotonic() < deadline and _running(node):
+            time.sleep(0.1)
+        assert not _running(node), "the node outlived its launcher"
+    finally:
+        if _running(node):
+            os.kill(node, signal.SIGKILL)
