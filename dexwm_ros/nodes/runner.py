@@ -113,9 +113,10 @@ def run_node(node_class, args=None, threads: int = 1) -> NoReturn:
 
     Start-up errors (missing model files, bad parameters) are printed as one clear line and
     give exit code 1 instead of a traceback. A signal during start-up exits at once (code 0).
-    Afterwards a signal (or, under dexwm-launch, the launcher's death) stops the spinning; callbacks still running get ``CALLBACK_GRACE``
-    seconds to finish while the ROS context is still valid, then the node is destroyed and the
-    process exits with code 0 (code 1 when a callback raised; its traceback is printed).
+    Afterwards a signal (or, under dexwm-launch, the launcher's death) stops the spinning;
+    callbacks still running get ``CALLBACK_GRACE`` seconds to finish while the ROS context is
+    still valid, then the node is destroyed and the process exits with code 0 (code 1 when a
+    callback raised; its traceback is printed).
     Callbacks still running after the grace (a long computation, a wait for a reply that no
     longer comes) are abandoned. A shutdown still not done after ``SHUTDOWN_TIMEOUT`` seconds
     (a non-daemon thread that never returns, too) prints every thread's traceback and exits
