@@ -604,6 +604,7 @@ def _parse_value(text: str) -> int | float | str:
 
 
 def main(argv=None) -> None:
+    from dexwm_ros.core.precision import slow_bf16_reason
     from dexwm_ros.core.tasks import TASK_NAMES
 
     parser = argparse.ArgumentParser(prog="dexwm-eval-sim", description=__doc__.split("\n")[0])
@@ -665,6 +666,8 @@ def main(argv=None) -> None:
                 settings(task_name)  # raises on a bad field or value
         except (TypeError, ValueError) as error:
             parser.error(f"{flag} {' '.join(items)}: {error}")
+    if config.bf16 and (reason := slow_bf16_reason("cpu")):
+        print(f"warning: {reason}", flush=True)
     seeds = list(range(args.seed, args.seed + args.trials))
     if args.ros:
         if policies != ["wm"]:

@@ -12,6 +12,7 @@ from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from dexwm_ros.core.encoder import BACKENDS, build_encoder
+from dexwm_ros.core.precision import slow_bf16_reason
 from dexwm_ros.msg import Latent
 from dexwm_ros.nodes.conversions import image_to_rgb, latent_to_msg
 from dexwm_ros.nodes.params import declare, declare_torch_threads
@@ -32,13 +33,16 @@ class CameraEncoder(Node):
                           "encoder weights; empty only for the tiny backend", read_only=True)
         device = declare(self, "device", "cpu", "torch device, e.g. cpu or cuda:0",
                          read_only=True)
-        bf16 = declare(self, "bf16", False, "bf16 weights and autocast (fast on AMX CPUs, GPUs)",
+        bf16 = declare(self, "bf16", False, "bf16 weights and autocast (fast on GPUs and "
+                       "CPUs with AVX512-BF16 or AMX; slower on others: warned)",
                        read_only=True)
         pool = declare(self, "pool", 1, "k x k average pooling of the 16 x 28 patch grid "
                        "(1, 2 or 4; the checkpoint's, set by the launchers)", read_only=True,
                        low=1, high=4)
         self.encoder = build_encoder(backend, weights or None, device=device,
                                      dtype=torch.bfloat16 if bf16 else torch.float32, pool=pool)
+        if bf16 and (reason := slow_bf16_reason(device)):
+            self.get_logger().warning(reason)
         self.get_logger().info(f"encoder {self.encoder.name}: grid {self.encoder.grid}, "
                                f"dim {self.encoder.dim}, device {device}")
         self.publisher = self.create_publisher(Latent, "latents", LATENT_QOS)

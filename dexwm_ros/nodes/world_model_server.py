@@ -20,6 +20,7 @@ from dexwm_ros.core.actions import ACTION_REPRESENTATIONS
 from dexwm_ros.core.kinematics import RobotKinematics, head_camera
 from dexwm_ros.core.mpc import context_actions
 from dexwm_ros.core.planning_cost import CostWeights, WorldModelCost
+from dexwm_ros.core.precision import slow_bf16_reason
 from dexwm_ros.core.world_model import WorldModel
 from dexwm_ros.msg import Latent
 from dexwm_ros.nodes.conversions import msg_to_latent, time_to_seconds
@@ -62,7 +63,8 @@ class WorldModelServer(Node):
         self.weight_parameters = ConfigParameters(self, CostWeights, fields=SERVER_COST_FIELDS)
         weights = self.cost_weights()
         bf16 = declare(self, "bf16", False, "run the predictor under bf16 autocast (fast on "
-                       "AMX CPUs and GPUs)", read_only=True)
+                       "GPUs and CPUs with AVX512-BF16 or AMX; slower on others: warned)",
+                       read_only=True)
         batch_size = declare(self, "batch_size", 128,
                              "candidates per predictor call (bounds memory)", low=1, high=4096,
                              read_only=True)
@@ -76,6 +78,8 @@ class WorldModelServer(Node):
         self.cost = WorldModelCost(self.model.predictor, self.model.keypoint_head,
                                    self.model.encoder_name, weights, batch_size=batch_size,
                                    autocast=torch.bfloat16 if bf16 else None)
+        if bf16 and (reason := slow_bf16_reason(device)):
+            self.get_logger().warning(reason)
         # parameter services share the default callback group with score_actions: new weights
         # are swapped in between scoring calls
         watch_parameters(self, self.cost_weights, self.apply_cost_weights)
