@@ -1,4 +1,4 @@
-"""Helpers for tests that talk to nodes from the test process."""
+"""Helpers for tests that talk to nodes from the test process or watch node processes."""
 import time
 
 import rclpy
@@ -30,3 +30,20 @@ def observing(node, timeout: float) -> bool:
         return False
     finally:
         node.destroy_client(client)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait up to ``timeout`` seconds for the processes to end; return those still alive."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.1)
+    return [p for p in pids if alive(p)]

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from ros_testing import alive, wait_gone
 
 pytestmark = pytest.mark.ros
 
@@ -51,24 +52,9 @@ def _describe(pid: int) -> str:
 def _kill_left_over(launcher: subprocess.Popen, pids: list[int]) -> None:
     """After a failed test: no launcher or node may leak into the rest of the run."""
     for pid in [launcher.pid, *pids]:
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
     launcher.wait(timeout=10)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _wait_gone(pids: list[int], timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.1)
-    return [p for p in pids if _alive(p)]
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -77,7 +63,7 @@ def test_signal_stops_the_whole_graph(sig, code):
     try:
         launcher.send_signal(sig)
         assert launcher.wait(timeout=60) == code
-        assert _wait_gone(pids, 10) == []
+        assert wait_gone(pids, 10) == []
     finally:
         _kill_left_over(launcher, pids)
 
@@ -87,7 +73,7 @@ def test_killed_launcher_leaves_no_node_behind():
     try:
         os.kill(launcher.pid, signal.SIGKILL)
         launcher.wait(timeout=10)
-        survivors = _wait_gone(pids, 60)  # SIGTERM (PR_SET_PDEATHSIG), then a clean shutdown
+        survivors = wait_gone(pids, 60)  # SIGTERM (PR_SET_PDEATHSIG), then a clean shutdown
         assert survivors == [], [_describe(pid) for pid in survivors]
     finally:
         _kill_left_over(launcher, pids)

@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+from ros_testing import alive, wait_gone
 
 from dexwm_ros.nodes.runner import SHUTDOWN_TIMEOUT
 
@@ -73,14 +74,6 @@ time.sleep(600)
 """
 
 
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_node_stops_when_its_launcher_dies_even_without_the_death_signal():
     launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER_LOSING_SIGNALS, QUIET_NODE],
                                 stdout=subprocess.PIPE, text=True)
@@ -88,10 +81,7 @@ def test_node_stops_when_its_launcher_dies_even_without_the_death_signal():
     try:
         launcher.kill()
         launcher.wait()
-        deadline = time.monotonic() + SHUTDOWN_TIMEOUT
-        while time.monotonic() < deadline and _running(node):
-            time.sleep(0.1)
-        assert not _running(node), "the node outlived its launcher"
+        assert wait_gone([node], SHUTDOWN_TIMEOUT) == [], "the node outlived its launcher"
     finally:
-        if _running(node):
+        if alive(node):
             os.kill(node, signal.SIGKILL)
