@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -78,6 +79,9 @@ class LossConfig:
     # also on the target frames' encoder latents (averaged with the predictions' term), so the
     # keypoint head decodes encoder latents as well as predicted ones (the planner decodes both)
     hc_targets: bool = False
+    # not in the paper: weight of the keypoint head's depth loss (mean absolute error in metres;
+    # needs model.keypoint_head.keypoint_depth), on the same latents as the hand-consistency loss
+    depth_weight: float = 0.0
 
 
 @dataclass
@@ -122,6 +126,9 @@ class TrainConfig:
             raise ValueError(f"collective_timeout_s must be > 0, got {self.collective_timeout_s}")
         if self.loss.hc_slots not in ("all", "last"):
             raise ValueError(f"loss.hc_slots {self.loss.hc_slots!r} must be 'all' or 'last'")
+        if not (math.isfinite(self.loss.depth_weight) and self.loss.depth_weight >= 0):
+            raise ValueError(f"loss.depth_weight must be finite and >= 0, got "
+                             f"{self.loss.depth_weight!r}")
         if self.mode == "finetune" and not 1 <= self.loss.multistep <= self.data.num_context:
             raise ValueError(f"loss.multistep {self.loss.multistep} must be in "
                              f"[1, data.num_context={self.data.num_context}]")

@@ -9,7 +9,9 @@ A clip is ``num_context + 1`` frames (8 context + target, appendix C.1) with:
   image, the targets of the hand-consistency heatmaps (built on the training device with
   ``gaussian_heatmaps``, which keeps 12 x 224 x 392 maps per frame out of the data pipeline),
 * ``latents`` ``(S, P, D)`` from a latent cache, and/or ``frames`` uint8 ``(S, 224, 392, 3)``
-  decoded from video (clip-consistent augmentation applied).
+  decoded from video (clip-consistent augmentation applied),
+* ``keypoint_depth`` ``(S, 12)``: the same keypoints' camera-frame depth (metres), the targets
+  of the keypoint head's depth output (``KeypointHead.depth_loss``).
 
 Randomness depends only on ``(seed, epoch, index)``: the same item is the same clip in any
 process, worker or resumed run.
@@ -89,9 +91,11 @@ def discover_episodes(spec: DatasetSpec) -> list[Episode]:
 
 def project_keypoints(points_world: np.ndarray, camera_to_world: np.ndarray,
                       intrinsics: np.ndarray, valid: np.ndarray,
-                      image_size: tuple[int, int] = IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
+                      image_size: tuple[int, int] = IMAGE_SIZE
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pixels ``(N, K, 2)`` (u, v) of world points ``(N, K, 3)`` seen by cameras ``(N, 4, 4)``,
-    and visibility ``(N, K)``: valid, in front of the camera and inside the image."""
+    visibility ``(N, K)`` (valid, in front of the camera and inside the image) and depth
+    ``(N, K)`` (camera-frame z, metres)."""
     rot = camera_to_world[:, :3, :3]
     trans = camera_to_world[:, None, :3, 3]
     cam = np.einsum("nji,nkj->nki", rot, points_world - trans)
@@ -102,7 +106,7 @@ def project_keypoints(points_world: np.ndarray, camera_to_world: np.ndarray,
     height, width = image_size
     inside = (uv[..., 0] >= 0) & (uv[..., 0] <= width - 1) & (uv[..., 1] >= 0) & (
         uv[..., 1] <= height - 1)
-    return uv, valid & (z > 1e-6) & inside
+    return uv, valid & (z > 1e-6) & inside, z
 
 
 def clip_actions(keypoints: np.ndarray, camera_to_world: np.ndarray,
@@ -195,13 +199,14 @@ class ClipDataset(Dataset):
         keypoints = episode.keypoints(source)
         poses = episode.camera_to_world(source)
         valid = episode.keypoint_valid(source)
-        pixels, visible = project_keypoints(keypoints[:, HEATMAP_ROWS], poses,
-                                            episode.intrinsics, valid[:, HEATMAP_ROWS])
+        pixels, visible, depths = project_keypoints(keypoints[:, HEATMAP_ROWS], poses,
+                                                    episode.intrinsics, valid[:, HEATMAP_ROWS])
         sample = {
             "actions": torch.from_numpy(clip_actions(
                 keypoints, poses, episode.hands, self.config.action_representation)).float(),
             "keypoint_pixels": torch.from_numpy(pixels).float(),
             "keypoint_visible": torch.from_numpy(visible),
+            "keypoint_depth": torch.from_numpy(depths).float(),
             "frame_indices": torch.from_numpy(source),
             "entry": torch.tensor(entry_index),
         }

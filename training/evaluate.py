@@ -7,8 +7,9 @@ EgoDex's). At each 0.2 s step: latent L2 (the
 per-element MSE of eq. 4) and PCK@10 / PCK@20 of the keypoint head on the predicted latents
 against the projected ground truth, counting visible keypoints only. The same metrics of the
 repeat-last-latent baseline (the context frame's latent as every prediction) are reported
-beside them under ``baseline``. Rollout start frames are drawn from a seeded generator.
-Results go to JSON plus a PNG plot.
+beside them under ``baseline``; with a depth head (``KeypointHead.keypoint_depth``) also the
+mean absolute depth error of the visible keypoints (``depth_error_m``). Rollout start frames
+are drawn from a seeded generator. Results go to JSON plus a PNG plot.
 
 CLI: ``dexwm-eval --model RUN/model --config config/train_x.yaml [--output DIR]``.
 """
@@ -84,10 +85,11 @@ def open_loop_evaluation(world_model: WorldModel, encoder, episodes, config: Eva
     squared = {name: torch.zeros(steps, dtype=torch.float64) for name in ("model", "baseline")}
     correct = {(name, t): torch.zeros(steps, dtype=torch.float64)
                for name in ("model", "baseline") for t in PCK_THRESHOLDS}
+    depth_error = {name: torch.zeros(steps, dtype=torch.float64) for name in squared}
     visible_count = torch.zeros(steps, dtype=torch.float64)
     for first in range(0, len(rollouts), config.batch_size):
         chunk = rollouts[first : first + config.batch_size]
-        latents, actions, pixels, visible = [], [], [], []
+        latents, actions, pixels, visible, depths = [], [], [], [], []
         for number, source in chunk:
             episode = episodes[number]
             frames = torch.as_tensor(episode.frames(source)).to(device)
@@ -97,23 +99,32 @@ def open_loop_evaluation(world_model: WorldModel, encoder, episodes, config: Eva
             valid = episode.keypoint_valid(source)
             actions.append(window_actions(keypoints, poses, episode.hands, num_slots,
                                           predictor.config.action_representation))
-            px, vis = project_keypoints(keypoints[:, HEATMAP_ROWS], poses, episode.intrinsics,
-                                        valid[:, HEATMAP_ROWS])
+            px, vis, z = project_keypoints(keypoints[:, HEATMAP_ROWS], poses,
+                                           episode.intrinsics, valid[:, HEATMAP_ROWS])
             pixels.append(torch.from_numpy(px))
             visible.append(torch.from_numpy(vis))
+            depths.append(torch.from_numpy(z))
         latents = torch.stack(latents)
         step_actions = [torch.from_numpy(np.stack(per_step)).float().to(device)
                         for per_step in zip(*actions, strict=True)]
         gt_px = torch.stack(pixels)[:, 1:]
+        gt_depth = torch.stack(depths)[:, 1:]
         vis = torch.stack(visible)[:, 1:]
         visible_count += vis.sum(dim=(0, 2))
         predicted = sliding_rollout(predictor, latents[:, 0], step_actions)
-        model_px = head.keypoint_pixels(predicted.flatten(0, 1)).unflatten(0, predicted.shape[:2])
+        model_px, model_depth = head.keypoints(predicted.flatten(0, 1))
+        model_px = model_px.unflatten(0, predicted.shape[:2])
         # the baseline repeats the context latent: decode it once
-        baseline_px = head.keypoint_pixels(latents[:, 0])[:, None].expand(-1, steps, -1, -1)
-        predictions = {"model": (predicted, model_px),
-                       "baseline": (latents[:, :1].expand(-1, steps, -1, -1), baseline_px)}
-        for name, (predicted, predicted_px) in predictions.items():
+        baseline_px, baseline_depth = head.keypoints(latents[:, 0])
+        baseline_px = baseline_px[:, None].expand(-1, steps, -1, -1)
+        predictions = {"model": (predicted, model_px, model_depth),
+                       "baseline": (latents[:, :1].expand(-1, steps, -1, -1), baseline_px,
+                                    baseline_depth)}
+        for name, (predicted, predicted_px, predicted_depth) in predictions.items():
+            if predicted_depth is not None:
+                predicted_depth = predicted_depth.view(len(chunk), -1, predicted_depth.shape[-1])
+                error = (predicted_depth.double().cpu() - gt_depth).abs() * vis
+                depth_error[name] += error.sum(dim=(0, 2))
             squared[name] += ((predicted - latents[:, 1:]) ** 2).mean(dim=(2, 3)).sum(0) \
                 .double().cpu()
             predicted_px = predicted_px.double().cpu()
@@ -142,6 +153,12 @@ def open_loop_evaluation(world_model: WorldModel, encoder, episodes, config: Eva
             final[f"pck@{threshold}"] = per_step[-1].item()
         mean["latent_l2"] = float(np.mean(latent_l2))
         final["latent_l2"] = latent_l2[-1]
+        if head.keypoint_depth:  # mean absolute depth error (m) of the visible keypoints
+            per_step = (depth_error[name] / visible_count.clamp(min=1)).tolist()
+            metrics["depth_error_m"] = per_step
+            mean["depth_error_m"] = float(depth_error[name].sum() / visible_count.sum()
+                                          .clamp(min=1))
+            final["depth_error_m"] = per_step[-1]
     return results
 
 

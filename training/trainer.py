@@ -49,7 +49,8 @@ from training.latent_cache import LatentCache, build_latent_cache
 from training.onthefly import clip_loader, encode_clip_frames
 from training.sampling import ClipSampling
 
-METRIC_FIELDS = ("step", "epoch", "lr", "loss", "state", "hc", "grad_norm", "samples_per_s")
+METRIC_FIELDS = ("step", "epoch", "lr", "loss", "state", "hc", "depth", "grad_norm",
+                 "samples_per_s")
 
 
 # ---------------------------------------------------------------------------- distributed
@@ -133,17 +134,31 @@ class Objective(nn.Module):
         per_map = (predicted - target).square().mean(dim=(-2, -1))
         return (per_map * flat_visible).sum() / per_map.numel()
 
+    def keypoint_depth(self, latents, depths, visible) -> torch.Tensor:
+        """The keypoint head's depth loss (metres, ``KeypointHead.depth_loss``) on latents
+        ``(B, T, P, D)``, over the same frames as the hand-consistency loss."""
+        if self.loss_config.hc_slots == "last":
+            latents, depths, visible = latents[:, -1:], depths[:, -1:], visible[:, -1:]
+        return self.keypoint_head.depth_loss(latents.flatten(0, 1), depths.flatten(0, 1),
+                                             visible.flatten(0, 1))
+
     def forward(self, latents: torch.Tensor, actions: torch.Tensor, pixels: torch.Tensor,
-                visible: torch.Tensor, frames: torch.Tensor | None = None) -> dict:
+                visible: torch.Tensor, depths: torch.Tensor | None = None,
+                frames: torch.Tensor | None = None) -> dict:
         if self.mode == "decoder":
             images = frames.flatten(0, 1).permute(0, 3, 1, 2).float() / 255.0
             recon = self.decoder(latents.flatten(0, 1)).float()
             l1 = F.l1_loss(recon, images)
             mse = F.mse_loss(recon, images)
-            return {"loss": l1 + mse, "state": l1.detach(), "hc": mse.detach()}
+            return {"loss": l1 + mse, "state": l1.detach(), "hc": mse.detach(),
+                    "depth": torch.zeros_like(l1)}
+        depth_weight = self.loss_config.depth_weight
         if self.mode == "keypoint_head":
             hc = self.hand_consistency(latents, pixels, visible)
-            return {"loss": hc, "state": torch.zeros_like(hc), "hc": hc.detach()}
+            depth = (self.keypoint_depth(latents, depths, visible) if depth_weight
+                     else torch.zeros_like(hc))
+            return {"loss": hc + depth_weight * depth, "state": torch.zeros_like(hc),
+                    "hc": hc.detach(), "depth": depth.detach()}
         if self.mode == "pretrain":
             predicted = self.predictor(latents[:, :-1], actions)
             steps = predicted.shape[1]
@@ -157,7 +172,15 @@ class Objective(nn.Module):
         if self.loss_config.hc_targets:  # the head also reads encoder latents (goal images)
             hc = 0.5 * (hc + self.hand_consistency(target, pixels, visible))
         loss = state + self.loss_config.hc_weight * hc
-        return {"loss": loss, "state": state.detach(), "hc": hc.detach()}
+        depth = torch.zeros_like(hc)
+        if depth_weight:
+            depths = depths[:, 1 : steps + 1]
+            depth = self.keypoint_depth(predicted, depths, visible)
+            if self.loss_config.hc_targets:
+                depth = 0.5 * (depth + self.keypoint_depth(target, depths, visible))
+            loss = loss + depth_weight * depth
+        return {"loss": loss, "state": state.detach(), "hc": hc.detach(),
+                "depth": depth.detach()}
 
 
 # ---------------------------------------------------------------------------- trainer
@@ -242,6 +265,8 @@ class Trainer:
         if c.model.init_from:
             world_model = WorldModel.load(c.model.init_from)
             predictor, head = world_model.predictor, world_model.keypoint_head
+            if head is not None and c.model.keypoint_head.get("keypoint_depth"):
+                head.add_depth_output()  # a trained head learns depth in this run
             if world_model.encoder_name != self.encoder.name:
                 raise ValueError(f"{c.model.init_from} was trained on encoder "
                                  f"{world_model.encoder_name}, config uses {self.encoder.name}")
@@ -261,6 +286,9 @@ class Trainer:
             raise ValueError(f"the predictor takes {predictor.config.action_representation} "
                              f"actions, data.action_representation is "
                              f"{c.data.action_representation}")
+        if c.loss.depth_weight and not head.keypoint_depth:
+            raise ValueError("loss.depth_weight > 0 needs a keypoint head with a depth output "
+                             "(model.keypoint_head.keypoint_depth: true)")
         if mode == "keypoint_head":
             predictor.requires_grad_(False)
         return Objective(mode, predictor, head, None, c.loss)
@@ -418,6 +446,7 @@ class Trainer:
             "actions": batch["actions"].to(device),
             "pixels": batch["keypoint_pixels"].to(device),
             "visible": batch["keypoint_visible"].to(device),
+            "depths": batch["keypoint_depth"].to(device),
             "frames": frames.to(device) if (frames is not None and
                                             self.config.mode == "decoder") else None,
         }
@@ -437,13 +466,14 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.config.optim.grad_clip)
         self.optimizer.step()
         values = torch.stack([losses["loss"].detach().float(), losses["state"].float(),
-                              losses["hc"].float(), grad_norm.detach().float()])
+                              losses["hc"].float(), losses["depth"].float(),
+                              grad_norm.detach().float()])
         if self.world > 1:
             dist.all_reduce(values)
             values /= self.world
         self.step += 1
-        loss, state, hc, norm = values.tolist()
-        return {"loss": loss, "state": state, "hc": hc, "grad_norm": norm,
+        loss, state, hc, depth, norm = values.tolist()
+        return {"loss": loss, "state": state, "hc": hc, "depth": depth, "grad_norm": norm,
                 "lr": self.optimizer.param_groups[0]["lr"]}
 
     def fit(self) -> dict:
@@ -479,7 +509,7 @@ class Trainer:
                 self._log({"step": done, "epoch": (done - 1) // sampler.steps_per_epoch,
                            "lr": metrics["lr"], "loss": metrics["loss"],
                            "state": metrics["state"], "hc": metrics["hc"],
-                           "grad_norm": metrics["grad_norm"],
+                           "depth": metrics["depth"], "grad_norm": metrics["grad_norm"],
                            "samples_per_s": steps * self.global_batch / max(elapsed, 1e-9)})
             if done % self.config.checkpoint_every == 0 or last:
                 self.save_checkpoint()

@@ -9,6 +9,12 @@ pooled 4 x 7 grid, patch 56, stride 8: 28 x 49 maps) for heads that must run fas
 targets are then drawn at that resolution with ``sigma / stride`` (at least one map cell).
 Maps: left wrist + thumb..little tips (0-5), right (6-11), i.e. HAND21 indices
 ``actions.WRIST_AND_TIPS`` of each hand. Pixels are (u, v) = (column, row).
+
+Not in the paper: with ``keypoint_depth`` the head also regresses each keypoint's camera-frame
+depth (metres) with a linear layer over all its token features (``depth_loss``; hand size and
+occlusion span several tokens), so that a planning cost can tell
+a hand at the goal from one on the same camera rays nearer or farther away (the image-plane
+keypoints alone cannot; see ``planning_cost.CostWeights.keypoint_depth_weight``).
 """
 from __future__ import annotations
 
@@ -43,7 +49,7 @@ class KeypointHead(nn.Module):
 
     def __init__(self, latent_dim: int, grid: tuple[int, int] = (16, 28), patch: int = 14,
                  num_maps: int = NUM_MAPS, dim: int = 256, depth: int = 6, heads: int = 16,
-                 stride: int = 1):
+                 stride: int = 1, keypoint_depth: bool = False):
         super().__init__()
         if dim % heads:
             raise ValueError(f"KeypointHead: dim {dim} not divisible by heads {heads}")
@@ -60,11 +66,27 @@ class KeypointHead(nn.Module):
         self.blocks = nn.ModuleList(_Block(dim, heads) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.output = nn.Linear(dim, self.cells * self.cells * num_maps)
+        self.depth_output: nn.Linear | None = None
+        if keypoint_depth:
+            self.add_depth_output()
+
+    @property
+    def keypoint_depth(self) -> bool:
+        return self.depth_output is not None
+
+    def add_depth_output(self, initial_depth: float = 0.8) -> None:
+        """Add the depth regression (metres; bias ``initial_depth``) to this head, e.g. to a
+        trained head before fine-tuning it with ``depth_loss``."""
+        if self.depth_output is None:
+            tokens = self.grid[0] * self.grid[1]
+            self.depth_output = nn.Linear(tokens * self.dim, self.num_maps).to(self.output.weight)
+            nn.init.zeros_(self.depth_output.weight)
+            nn.init.constant_(self.depth_output.bias, initial_depth)
 
     def config(self) -> dict:
         return {"latent_dim": self.latent_dim, "grid": list(self.grid), "patch": self.patch,
                 "num_maps": self.num_maps, "dim": self.dim, "depth": self.depth,
-                "heads": self.heads, "stride": self.stride}
+                "heads": self.heads, "stride": self.stride, "keypoint_depth": self.keypoint_depth}
 
     def target_heatmaps(self, pixels: torch.Tensor, visible: torch.Tensor,
                         sigma: float = 2.0) -> torch.Tensor:
@@ -73,10 +95,8 @@ class KeypointHead(nn.Module):
         cells = (pixels + 0.5) / self.stride - 0.5
         return gaussian_heatmaps(cells, visible, self.map_size, max(sigma / self.stride, 1.0))
 
-    def patch_logits(self, latents: torch.Tensor, maps: tuple[int, ...] | None = None
-                     ) -> torch.Tensor:
-        """(B, P, D) -> (B, gh, gw, K, cells, cells) (maps before un-patchifying) of all maps
-        or only of ``maps`` (K = len(maps): only their rows of the output layer run)."""
+    def features(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, P, D) latents -> (B, P, dim) token features that the output layers read."""
         expected = (self.grid[0] * self.grid[1], self.latent_dim)
         if latents.dim() != 3 or tuple(latents.shape[1:]) != expected:
             raise ValueError(f"KeypointHead: expected latents (B, {expected[0]}, {expected[1]}), "
@@ -84,7 +104,14 @@ class KeypointHead(nn.Module):
         x = self.input_proj(latents.to(self.pos_embed.dtype)) + self.pos_embed
         for block in self.blocks:
             x = block(x)
-        x = self.norm(x)
+        return self.norm(x)
+
+    def patch_logits(self, latents: torch.Tensor, maps: tuple[int, ...] | None = None,
+                     features: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, P, D) -> (B, gh, gw, K, cells, cells) (maps before un-patchifying) of all maps
+        or only of ``maps`` (K = len(maps): only their rows of the output layer run);
+        ``features`` (from ``features(latents)``) skips the transformer."""
+        x = self.features(latents) if features is None else features
         if maps is None:
             out, count = self.output(x), self.num_maps
         else:
@@ -104,6 +131,26 @@ class KeypointHead(nn.Module):
         """(B, P, D) -> heatmaps (B, num_maps, *map_size)."""
         return self._unpatchify(self.patch_logits(latents))
 
+    def depths(self, features: torch.Tensor, maps: tuple[int, ...] | None = None
+               ) -> torch.Tensor:
+        """(B, P, dim) features -> (B, K) depth (metres) of each map's keypoint (all maps, or
+        ``maps`` only)."""
+        if self.depth_output is None:
+            raise ValueError("KeypointHead: this head has no depth output (keypoint_depth)")
+        flat = features.flatten(1)
+        if maps is None:
+            return self.depth_output(flat)
+        rows = torch.as_tensor(maps, device=features.device)
+        return F.linear(flat, self.depth_output.weight[rows], self.depth_output.bias[rows])
+
+    def depth_loss(self, latents: torch.Tensor, depths: torch.Tensor, visible: torch.Tensor
+                   ) -> torch.Tensor:
+        """Mean absolute depth error (metres) of the visible keypoints: latents (B, P, D),
+        depths and visible (B, K)."""
+        predicted = self.depths(self.features(latents)).float()
+        mask = visible.to(predicted.dtype)
+        return ((predicted - depths.float()).abs() * mask).sum() / mask.sum().clamp_min(1)
+
     def _unpatchify(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, gh, gw, K, c, c) -> (B, K, *map_size)."""
         return logits.permute(0, 3, 1, 4, 2, 5).reshape(len(logits), logits.shape[3],
@@ -111,8 +158,16 @@ class KeypointHead(nn.Module):
 
     def keypoint_pixels(self, latents: torch.Tensor, chunk_size: int = 128,
                         maps: tuple[int, ...] | None = None) -> torch.Tensor:
+        """``keypoints`` without the depths: ``(B, K, 2)`` crop pixels."""
+        return self.keypoints(latents, chunk_size, maps, with_depth=False)[0]
+
+    def keypoints(self, latents: torch.Tensor, chunk_size: int = 128,
+                  maps: tuple[int, ...] | None = None, with_depth: bool = True
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(u, v) crop pixel of each map (or of ``maps`` only, which computes only those),
-        ``(B, K, 2)`` float, ``chunk_size`` latents at a time. The argmax runs on the patch
+        ``(B, K, 2)`` float, and with a depth output (and ``with_depth``) each keypoint's
+        depth ``(B, K)`` (else None); ``chunk_size`` latents
+        at a time. The argmax runs on the patch
         layout directly (max within each token's cells, then over tokens), so full-resolution
         (stride 1) maps are never rearranged: there it is the argmax pixel. At coarser strides
         the small maps are un-patchified and the argmax cell is refined by the weighted mean of
@@ -120,10 +175,12 @@ class KeypointHead(nn.Module):
         cells."""
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        results = []
+        with_depth = with_depth and self.keypoint_depth
+        results, depths = [], []
         gw, c = self.grid[1], self.cells
         for chunk in latents.split(chunk_size):
-            logits = self.patch_logits(chunk, maps)
+            features = self.features(chunk)
+            logits = self.patch_logits(chunk, maps, features)
             flat = logits.flatten(-2).flatten(1, 2)  # (b, P, K, c*c)
             best_in_patch, pixel_in_patch = flat.max(dim=-1)  # (b, P, K)
             patch_index = best_in_patch.argmax(dim=1, keepdim=True)  # (b, 1, K)
@@ -134,8 +191,11 @@ class KeypointHead(nn.Module):
             cells = torch.stack([col, row], dim=-1).float()
             if self.stride > 1:
                 cells = self._refine(self._unpatchify(logits), row, col)
-            results.append((cells + 0.5) * self.stride - 0.5)
-        return torch.cat(results)
+            pixels = (cells + 0.5) * self.stride - 0.5
+            results.append(pixels)
+            if with_depth:
+                depths.append(self.depths(features, maps).float())
+        return torch.cat(results), (torch.cat(depths) if with_depth else None)
 
     def _refine(self, maps: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
         """Weighted mean (u, v) cell of the positive values in the 3 x 3 around each argmax."""

@@ -42,6 +42,10 @@ class CostWeights:
     of the final predicted latent and of the goal latent. The paper's mu is 1e-3 with DINOv2-L
     latents; the default 1e-2 was measured with the packaged default model, whose pooled tiny
     latents rank hand poses far worse than its keypoint head does (README, "The default world
+    model in closed loop"). Depth term (not in the paper; only with a keypoint head that has a
+    depth output): ``keypoint_depth_weight`` times the mean absolute difference (metres) of the
+    same keypoints' depths, decoded likewise: image-plane keypoints alone cannot tell a hand at
+    the goal from one on the same camera rays nearer or farther (README, "The default world
     model in closed loop"). Orientation term
     (grasp): ``orientation_weight`` times the discounted wrist rotation angle (rad) to a target.
     Every weight may change between scoring calls (``live``, ``dexwm_ros.core.parameters``).
@@ -54,6 +58,9 @@ class CostWeights:
     keypoint_weight: float = parameter(1e-2, "mu: weight of the keypoint pixel distance "
                                        "(the paper: 1e-3 with DINOv2-L latents)",
                                        low=0.0, high=1e3, live=True)
+    keypoint_depth_weight: float = parameter(
+        1.0, "weight per metre of the keypoint depth difference (heads with a depth output "
+        "only; not in the paper)", low=0.0, high=1e4, live=True)
     keypoint_maps: tuple[int, ...] = parameter(
         RIGHT_HAND_MAPS, "keypoint-head maps of the keypoint term (0-11; right hand: wrist + "
         "fingertips = 6-11)", live=True)
@@ -72,8 +79,8 @@ class CostWeights:
 
     def validate(self) -> CostWeights:
         """Raise ``ValueError`` naming the first bad field; return ``self`` when valid."""
-        for name in ("latent_weight", "step_discount", "keypoint_weight", "orientation_weight",
-                     "workspace_weight"):
+        for name in ("latent_weight", "step_discount", "keypoint_weight",
+                     "keypoint_depth_weight", "orientation_weight", "workspace_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"CostWeights.{name} must be finite and >= 0, got {value!r}")
@@ -114,9 +121,10 @@ class WorldModelCost:
     candidate_actions (n,T,132), chunk_size) -> (n,T,P,D)`` encodes the shared context once per
     call. ``costs`` sends at most ``batch_size`` candidates per call so that the ``(n,T,P,D)``
     predictions stay small (``None``: as many as fit ``prediction_budget_bytes``).
-    ``keypoint_head.keypoint_pixels(latents (B,P,D), chunk_size, maps) -> (B,K,2)`` decodes pixel
-    keypoints of all 12 maps (``maps=None``) or of the cost's ``keypoint_maps`` only; without a head
-    the keypoint term is off. ``chunk_size`` goes to both (None: their defaults). ``autocast`` (e.g.
+    ``keypoint_head.keypoints(latents (B,P,D), chunk_size, maps, with_depth) -> ((B,K,2), (B,K)
+    or None)`` decodes pixel keypoints (and depths, with a depth output) of all 12 maps
+    (``maps=None``) or of the cost's ``keypoint_maps`` only; without a head the keypoint term is
+    off. ``chunk_size`` goes to both (None: their defaults). ``autocast`` (e.g.
     ``torch.bfloat16``, the fast path on CPUs with AMX) runs predictor and keypoint head under
     autocast. ``encoder_name`` is the encoder the world model expects; latents from another raise
     ``EncoderMismatchError``. Context frames beyond the model's capacity for the candidates' horizon
@@ -151,6 +159,7 @@ class WorldModelCost:
         self._context_actions: torch.Tensor | None = None
         self._goal_latents: torch.Tensor | None = None
         self._goal_keypoints: torch.Tensor | None = None
+        self._goal_depths: torch.Tensor | None = None
         self.last_timing: dict[str, float] = {}
         config = getattr(predictor, "config", None)
         self.action_dim = getattr(config, "action_dim", ACTION_DIM)
@@ -212,17 +221,19 @@ class WorldModelCost:
             )
         device, dtype = self._device_dtype()
         goal = goal.detach().to(device=device, dtype=dtype)
-        keypoints = None
+        keypoints = depths = None
         if self.keypoint_head is not None:
             with torch.inference_mode(), self._autocast(device):
-                keypoints = self._keypoints(goal.unsqueeze(0))[0]
+                keypoints, depths = self._keypoints(goal.unsqueeze(0), with_depth=True)
+            keypoints, depths = keypoints[0], None if depths is None else depths[0]
         self._goal_latents = goal
         self._goal_keypoints = keypoints
+        self._goal_depths = depths
 
     def clear(self) -> None:
         """Drop context and goal."""
         self._context_latents = self._context_actions = None
-        self._goal_latents = self._goal_keypoints = None
+        self._goal_latents = self._goal_keypoints = self._goal_depths = None
 
     # ------------------------------------------------------------------ scoring
 
@@ -264,7 +275,8 @@ class WorldModelCost:
         device, dtype = self._device_dtype()
         with torch.inference_mode(), self._autocast(device):
             latents = self._predict(actions.to(device=device, dtype=dtype).unsqueeze(0))[0]
-            keypoints = self._keypoints(latents) if self.keypoint_head is not None else None
+            keypoints = (self._keypoints(latents)[0] if self.keypoint_head is not None
+                         else None)
         return latents, keypoints
 
     # ------------------------------------------------------------------ internals
@@ -289,11 +301,15 @@ class WorldModelCost:
         if self.keypoint_head is not None and self.weights.keypoint_weight > 0:
             tick = time.perf_counter()
             maps = tuple(self.weights.keypoint_maps)
-            keypoints = self._keypoints(predicted[:, -1], maps)
+            with_depth = self._goal_depths is not None and self.weights.keypoint_depth_weight > 0
+            keypoints, depths = self._keypoints(predicted[:, -1], maps, with_depth)
             timing["keypoint_head"] += time.perf_counter() - tick
             tick = time.perf_counter()
             distance = (keypoints - self._goal_keypoints[list(maps)]).norm(dim=-1).mean(-1)
             cost = cost + self.weights.keypoint_weight * distance
+            if with_depth:
+                depth = (depths - self._goal_depths[list(maps)]).abs().mean(-1)
+                cost = cost + self.weights.keypoint_depth_weight * depth
             timing["cost"] += time.perf_counter() - tick
         return cost
 
@@ -323,18 +339,20 @@ class WorldModelCost:
             )
         return predicted
 
-    def _keypoints(self, latents: torch.Tensor, maps: tuple[int, ...] | None = None
-                   ) -> torch.Tensor:
-        """Pixel keypoints ``(B, K, 2)`` of all 12 maps, or of ``maps`` only."""
+    def _keypoints(self, latents: torch.Tensor, maps: tuple[int, ...] | None = None,
+                   with_depth: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Pixel keypoints ``(B, K, 2)`` of all 12 maps, or of ``maps`` only, and with
+        ``with_depth`` their depths ``(B, K)`` where the head has a depth output (else None)."""
         options = {} if self.chunk_size is None else {"chunk_size": self.chunk_size}
-        keypoints = self.keypoint_head.keypoint_pixels(latents, maps=maps, **options)
+        keypoints, depths = self.keypoint_head.keypoints(latents, maps=maps,
+                                                         with_depth=with_depth, **options)
         expected = (len(latents), NUM_KEYPOINT_MAPS if maps is None else len(maps), 2)
         if tuple(keypoints.shape) != expected:
             raise ValueError(
-                f"keypoint_head.keypoint_pixels returned {tuple(keypoints.shape)}, expected "
+                f"keypoint_head.keypoints returned {tuple(keypoints.shape)}, expected "
                 f"{expected}"
             )
-        return keypoints.float()
+        return keypoints.float(), None if depths is None else depths.float()
 
     def _goal_shape(self) -> tuple[int, int]:
         source = self._goal_latents if self._goal_latents is not None else self._context_latents

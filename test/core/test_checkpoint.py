@@ -131,3 +131,14 @@ def test_invalid_predictor_config_is_named(saved):
     edit_config(directory, lambda c: c["predictor"].update(heads=5))
     with pytest.raises(CheckpointError, match="field 'predictor'.*divisible"):
         WorldModel.load(directory)
+
+
+def test_round_trip_keeps_the_keypoint_depth_output(tmp_path):
+    model = build_tiny_world_model(seed=4)
+    model.keypoint_head.add_depth_output()
+    torch.nn.init.normal_(model.keypoint_head.depth_output.weight)
+    model.save(tmp_path / "wm")
+    loaded = WorldModel.load(tmp_path / "wm")
+    assert loaded.keypoint_head.keypoint_depth
+    torch.testing.assert_close(loaded.keypoint_head.depth_output.weight,
+                               model.keypoint_head.depth_output.weight)

@@ -102,8 +102,8 @@ def test_strided_head_targets_and_subcell_keypoints(monkeypatch):
     maps = head.target_heatmaps(pixels, visible, sigma=8.0)
     assert maps.shape == (1, 12, 28, 49)
     patches = maps.view(1, 12, 4, 7, 7, 7).permute(0, 2, 4, 1, 3, 5)
-    monkeypatch.setattr(head, "patch_logits", lambda latents, maps=None: patches.expand(
-        len(latents), -1, -1, -1, -1, -1))
+    monkeypatch.setattr(head, "patch_logits", lambda latents, maps=None, features=None:
+                        patches.expand(len(latents), -1, -1, -1, -1, -1))
     found = head.keypoint_pixels(torch.zeros(2, 28, 16))
     assert (found - pixels).abs().max() < 1.5
     with pytest.raises(ValueError, match="stride"):
@@ -120,3 +120,38 @@ def test_keypoints_of_some_maps_equal_those_of_all_maps():
     torch.testing.assert_close(some, every[:, [6, 9, 11]])
     with pytest.raises(ValueError, match="maps"):
         head.keypoint_pixels(latents, maps=(12,))
+
+
+def test_depth_output_learns_depth():
+    """With ``keypoint_depth`` the head regresses each keypoint's depth; on a synthetic task
+    (depth = a linear function of the latents) the loss falls well below the spread of the
+    depths, and ``keypoints`` returns the depths of the maps asked for."""
+    torch.manual_seed(0)
+    head = KeypointHead(latent_dim=16, grid=(4, 7), patch=56, dim=32, depth=1, heads=4,
+                        stride=8)
+    assert not head.keypoint_depth and head.config()["keypoint_depth"] is False
+    head.add_depth_output()
+    assert head.keypoint_depth and head.config()["keypoint_depth"] is True
+    latents = torch.randn(64, 28, 16)
+    visible = torch.ones(64, 12, dtype=torch.bool)
+    depths = 0.8 + 0.1 * latents[:, 3, :4].sum(-1, keepdim=True) + torch.linspace(0, 0.1, 12)
+    assert head.depth_loss(latents, depths, visible).item() == pytest.approx(
+        (depths - 0.8).abs().mean().item(), rel=1e-4)  # zero weights: the 0.8 m bias
+    optimiser = torch.optim.Adam(head.parameters(), lr=3e-3)
+    for _ in range(300):
+        loss = head.depth_loss(latents, depths, visible)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert loss.item() < 0.2 * (depths - depths.mean()).abs().mean().item()
+    head.eval()
+    with torch.no_grad():
+        _, every = head.keypoints(latents[:3])
+        found, some = head.keypoints(latents[:3], maps=(6, 9))
+    assert found.shape == (3, 2, 2) and some.shape == (3, 2)
+    torch.testing.assert_close(some, every[:, [6, 9]])
+    assert head.keypoints(latents[:3], with_depth=False)[1] is None
+    invisible = torch.zeros(64, 12, dtype=torch.bool)
+    assert head.depth_loss(latents, depths, invisible).item() == 0.0
+    with pytest.raises(ValueError, match="no depth output"):
+        small_head().depths(torch.zeros(1, 448, 32))

@@ -77,11 +77,11 @@ class ProjectingKeypointHead:
     def __init__(self, predictor: LinearWorldPredictor) -> None:
         self.predictor = predictor
 
-    def keypoint_pixels(self, latents, chunk_size=None, maps=None):
+    def keypoints(self, latents, chunk_size=None, maps=None, with_depth=True):
         points = self.predictor.decode(latents)[..., [0, 4, 8, 12, 16, 20], :]
         pixels = 300.0 * points[..., :2] / points[..., 2:] + torch.tensor([196.0, 112.0])
         pixels = torch.cat([torch.zeros_like(pixels), pixels], dim=-2)
-        return pixels if maps is None else pixels[:, list(maps)]
+        return (pixels if maps is None else pixels[:, list(maps)]), None
 
 
 def make_problem(goal_offset: torch.Tensor, current: torch.Tensor = HOME):

@@ -41,10 +41,10 @@ class MeanKeypointHead:
     def __init__(self) -> None:
         self.calls = 0
 
-    def keypoint_pixels(self, latents, chunk_size=None, maps=None):
+    def keypoints(self, latents, chunk_size=None, maps=None, with_depth=True):
         self.calls += 1
         pixels = 10.0 * latents.flatten(-2)[..., :24].unflatten(-1, (12, 2))
-        return pixels if maps is None else pixels[:, list(maps)]
+        return (pixels if maps is None else pixels[:, list(maps)]), None
 
 
 def make_cost(weights=None, head=True, **kwargs):
@@ -69,8 +69,8 @@ def expected_costs(cost, context, goal, actions, weights):
     if cost.keypoint_head is not None:
         maps = list(weights.keypoint_maps)
         head = MeanKeypointHead()
-        distance = (head.keypoint_pixels(predicted[:, -1])[:, maps]
-                    - head.keypoint_pixels(goal[None])[0, maps]).norm(dim=-1).mean(-1)
+        distance = (head.keypoints(predicted[:, -1])[0][:, maps]
+                    - head.keypoints(goal[None])[0][0, maps]).norm(dim=-1).mean(-1)
         total = total + weights.keypoint_weight * distance
     return total
 
@@ -239,10 +239,10 @@ class FixedPredictor:
 class FixedHead:
     """Decodes every latent to 12 keypoints at the pixel (latent_0 * 3, latent_1 * 2)."""
 
-    def keypoint_pixels(self, latents, chunk_size=None, maps=None):
+    def keypoints(self, latents, chunk_size=None, maps=None, with_depth=True):
         pixel = torch.stack([latents[:, 0, 0] * 3.0, latents[:, 0, 1] * 2.0], dim=-1)
         pixels = pixel[:, None, :].expand(-1, 12, -1)
-        return pixels if maps is None else pixels[:, list(maps)]
+        return (pixels if maps is None else pixels[:, list(maps)]), None
 
 
 def test_cost_of_a_small_case_computed_by_hand():
@@ -256,6 +256,29 @@ def test_cost_of_a_small_case_computed_by_hand():
     cost.set_goal(torch.tensor([[1.0, 0.0]]), ENCODER)
     # Goal latent [1, 0]: MSEs 0 and (1 + 4) / 2 = 2.5 give 2.5; pixels (0, 4) and (3, 0): 5 px.
     assert cost.costs(torch.zeros(1, 2, 132)).item() == pytest.approx(2.5 + 0.01 * 5.0)
+
+
+class DepthHead(FixedHead):
+    """FixedHead whose keypoints all have the depth latent_0 + 1 (metres)."""
+
+    def keypoints(self, latents, chunk_size=None, maps=None, with_depth=True):
+        pixels, _ = super().keypoints(latents, chunk_size, maps)
+        depth = (latents[:, 0, 0] + 1.0)[:, None].expand(-1, pixels.shape[1])
+        return pixels, depth if with_depth else None
+
+
+def test_depth_term_adds_the_weighted_depth_difference():
+    # As the hand-computed case with goal [0, 0]: the final latent [0, 2] has depth 1 m, the
+    # goal's depth is 1 m too; goal [1, 0] has depth 2 m: 1 m away, weighted 0.5.
+    weights = CostWeights(keypoint_weight=0.01, keypoint_depth_weight=0.5)
+    cost = WorldModelCost(FixedPredictor(), DepthHead(), ENCODER, weights)
+    cost.set_context(torch.zeros(1, 1, 2), torch.zeros(0, 132), ENCODER)
+    cost.set_goal(torch.tensor([[0.0, 0.0]]), ENCODER)
+    assert cost.costs(torch.zeros(1, 2, 132)).item() == pytest.approx(2.3 + 0.04)
+    cost.set_goal(torch.tensor([[1.0, 0.0]]), ENCODER)
+    assert cost.costs(torch.zeros(1, 2, 132)).item() == pytest.approx(2.5 + 0.05 + 0.5)
+    cost.weights = CostWeights(keypoint_weight=0.01, keypoint_depth_weight=0.0)
+    assert cost.costs(torch.zeros(1, 2, 132)).item() == pytest.approx(2.5 + 0.05)
 
 
 def test_workspace_cost_is_the_distance_outside_the_box():

@@ -10,6 +10,7 @@ from training.train import main as train_main
 
 RECIPE = "config/train_default.yaml"
 FINETUNE = "config/finetune_default.yaml"
+FINETUNE_DEPTH = "config/finetune_depth_default.yaml"
 
 
 def test_committed_checkpoint_loads_and_matches_its_recipe():
@@ -31,7 +32,10 @@ def test_committed_checkpoint_loads_and_matches_its_recipe():
     one_second = open_loop["horizon_s"].index(1.0)  # the planner looks 0.6 s ahead
     for horizon in (one_second, -1):  # the target: below repeat-last at 4 s too
         assert open_loop["latent_l2"][horizon] < open_loop["baseline"]["latent_l2"][horizon]
+        assert open_loop["depth_error_m"][horizon] < \
+            open_loop["baseline"]["depth_error_m"][horizon]
     assert open_loop["horizon_s"][-1] == 4.0
+    assert head.keypoint_depth  # the cost's depth term (recipe step 3)
     latents = encoder.encode(torch.zeros(2, 224, 392, 3, dtype=torch.uint8))
     with torch.inference_mode():
         predicted = model.predictor.score_candidates(latents, torch.zeros(1, 132),
@@ -63,3 +67,16 @@ def test_recipe_first_steps_run_on_a_few_frames(tmp_path):
                        "--set", "progress=false"]) == 0
     tuned = WorldModel.load(tmp_path / "finetune" / "model")
     assert tuned.config()["predictor"] == model.config()["predictor"]
+    depth = load_config(FINETUNE_DEPTH)
+    assert depth.model.init_from == f"{finetune.output_dir}/model" and depth.loss.depth_weight > 0
+    assert train_main(["--config", FINETUNE_DEPTH, "--set", f"data.datasets.0.root={data}",
+                       "--set", f"data.datasets.1.root={data}",
+                       "--set", f"cache.directory={tmp_path / 'cache'}",
+                       "--set", f"model.init_from={tmp_path / 'finetune' / 'model'}",
+                       "--set", f"output_dir={tmp_path / 'depth'}",
+                       "--set", "optim.max_steps=2", "--set", "optim.batch_size=2",
+                       "--set", "progress=false"]) == 0
+    with_depth = WorldModel.load(tmp_path / "depth" / "model")
+    assert with_depth.keypoint_head.keypoint_depth and not tuned.keypoint_head.keypoint_depth
+    metrics = (tmp_path / "depth" / "metrics.csv").read_text().splitlines()
+    assert metrics[0].split(",")[6] == "depth" and float(metrics[-1].split(",")[6]) > 0

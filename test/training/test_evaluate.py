@@ -170,6 +170,11 @@ class ActionPredictor(torch.nn.Module):
 
 
 class ProjectingHead(torch.nn.Module):
+    keypoint_depth = False
+
+    def keypoints(self, latents):
+        return self.keypoint_pixels(latents), None
+
     def keypoint_pixels(self, latents):
         wrist, rotation, position = latents[:, 0, :3], latents[:, 0, 3:12], latents[:, 0, 12:]
         camera = (rotation.unflatten(-1, (3, 3)).transpose(-1, -2) @ (wrist - position)[..., None])
