@@ -12,9 +12,9 @@ Maps: left wrist + thumb..little tips (0-5), right (6-11), i.e. HAND21 indices
 
 Not in the paper: with ``keypoint_depth`` the head also regresses each keypoint's camera-frame
 depth (metres) with a linear layer over all its token features (``depth_loss``; hand size and
-occlusion span several tokens), so that a planning cost can tell
-a hand at the goal from one on the same camera rays nearer or farther away (the image-plane
-keypoints alone cannot; see ``planning_cost.CostWeights.keypoint_depth_weight``).
+occlusion span several tokens), so that a planning cost can tell a hand at the goal from one
+on the same camera rays nearer or farther away (the image-plane keypoints alone cannot; see
+``planning_cost.CostWeights.keypoint_depth_weight``).
 """
 from __future__ import annotations
 
@@ -166,8 +166,7 @@ class KeypointHead(nn.Module):
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(u, v) crop pixel of each map (or of ``maps`` only, which computes only those),
         ``(B, K, 2)`` float, and with a depth output (and ``with_depth``) each keypoint's
-        depth ``(B, K)`` (else None); ``chunk_size`` latents
-        at a time. The argmax runs on the patch
+        depth ``(B, K)`` (else None); ``chunk_size`` latents at a time. The argmax runs on the patch
         layout directly (max within each token's cells, then over tokens), so full-resolution
         (stride 1) maps are never rearranged: there it is the argmax pixel. At coarser strides
         the small maps are un-patchified and the argmax cell is refined by the weighted mean of
