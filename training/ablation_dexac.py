@@ -140,7 +140,7 @@ def rollout_metrics(world_model: WorldModel, encoder, episodes, config: TrainCon
             rigid.append(torch.from_numpy(clip_actions(keypoints, poses, episode.hands,
                                                        "rigid_body")))
             px, vis, _ = project_keypoints(keypoints[:, HEATMAP_ROWS], poses, episode.intrinsics,
-                                        episode.keypoint_valid(source)[:, HEATMAP_ROWS])
+                                           episode.keypoint_valid(source)[:, HEATMAP_ROWS])
             pixels.append(torch.from_numpy(px[1:]))
             visible.append(torch.from_numpy(vis[1:]))
         latents, actions = torch.stack(latents), torch.stack(actions).float()

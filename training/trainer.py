@@ -119,6 +119,13 @@ class Objective(nn.Module):
         self.predictor, self.keypoint_head, self.decoder = predictor, head, decoder
         self.loss_config = loss_config
 
+    def _head_frames(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        """``(B, T, ...)`` tensors -> ``(B * T', ...)`` over the frames the keypoint-head losses
+        read: all ``T``, or only the last with ``loss.hc_slots: last``."""
+        if self.loss_config.hc_slots == "last":
+            tensors = [t[:, -1:] for t in tensors]
+        return [t.flatten(0, 1) for t in tensors]
+
     def hand_consistency(self, latents, pixels, visible) -> torch.Tensor:
         """Hand-consistency loss (paper eq. 5) of the keypoint head on latents ``(B, T, P, D)``.
 
@@ -126,21 +133,16 @@ class Objective(nn.Module):
         of every frame, not over the visible ones, so a frame with one visible hand (or none:
         DROID) weighs no more than one with both. Maps of keypoints that are not visible are
         left out of the sum (their error counts as 0), as in the authors' implementation."""
-        if self.loss_config.hc_slots == "last":
-            latents, pixels, visible = latents[:, -1:], pixels[:, -1:], visible[:, -1:]
-        flat_visible = visible.flatten(0, 1)
-        predicted = self.keypoint_head(latents.flatten(0, 1)).float()
-        target = self.keypoint_head.target_heatmaps(pixels.flatten(0, 1), flat_visible)
+        latents, pixels, flat_visible = self._head_frames(latents, pixels, visible)
+        predicted = self.keypoint_head(latents).float()
+        target = self.keypoint_head.target_heatmaps(pixels, flat_visible)
         per_map = (predicted - target).square().mean(dim=(-2, -1))
         return (per_map * flat_visible).sum() / per_map.numel()
 
     def keypoint_depth(self, latents, depths, visible) -> torch.Tensor:
         """The keypoint head's depth loss (metres, ``KeypointHead.depth_loss``) on latents
         ``(B, T, P, D)``, over the same frames as the hand-consistency loss."""
-        if self.loss_config.hc_slots == "last":
-            latents, depths, visible = latents[:, -1:], depths[:, -1:], visible[:, -1:]
-        return self.keypoint_head.depth_loss(latents.flatten(0, 1), depths.flatten(0, 1),
-                                             visible.flatten(0, 1))
+        return self.keypoint_head.depth_loss(*self._head_frames(latents, depths, visible))
 
     def forward(self, latents: torch.Tensor, actions: torch.Tensor, pixels: torch.Tensor,
                 visible: torch.Tensor, depths: torch.Tensor | None = None,

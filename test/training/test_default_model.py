@@ -48,34 +48,28 @@ def test_recipe_first_steps_run_on_a_few_frames(tmp_path):
 
     data = tmp_path / "data"
     assert explore_main(["--out", str(data), "--episodes", "1", "--steps", "12"]) == 0
-    assert train_main(["--config", RECIPE, "--set", f"data.datasets.0.root={data}",
-                       "--set", f"data.datasets.1.root={data}",
-                       "--set", f"cache.directory={tmp_path / 'cache'}",
-                       "--set", f"output_dir={tmp_path / 'run'}", "--set", "optim.max_steps=2",
-                       "--set", "optim.batch_size=2", "--set", "progress=false"]) == 0
+
+    def train_step(config: str, output: str, *overrides: str) -> int:
+        """Two steps of a recipe config on the few frames, written to ``tmp_path / output``."""
+        settings = [f"data.datasets.0.root={data}", f"data.datasets.1.root={data}",
+                    f"cache.directory={tmp_path / 'cache'}", f"output_dir={tmp_path / output}",
+                    "optim.max_steps=2", "optim.batch_size=2", "progress=false", *overrides]
+        return train_main(["--config", config,
+                           *(arg for setting in settings for arg in ("--set", setting))])
+
+    assert train_step(RECIPE, "run") == 0
     model = WorldModel.load(tmp_path / "run" / "model")
     assert model.encoder_name == "tiny_pool4" and model.keypoint_head.stride == 8
     finetune = load_config(FINETUNE)
     assert finetune.mode == "finetune"
     assert finetune.model.init_from == f"{load_config(RECIPE).output_dir}/model"
-    assert train_main(["--config", FINETUNE, "--set", f"data.datasets.0.root={data}",
-                       "--set", f"data.datasets.1.root={data}",
-                       "--set", f"cache.directory={tmp_path / 'cache'}",
-                       "--set", f"model.init_from={tmp_path / 'run' / 'model'}",
-                       "--set", f"output_dir={tmp_path / 'finetune'}",
-                       "--set", "optim.max_steps=2", "--set", "optim.batch_size=2",
-                       "--set", "progress=false"]) == 0
+    assert train_step(FINETUNE, "finetune", f"model.init_from={tmp_path / 'run' / 'model'}") == 0
     tuned = WorldModel.load(tmp_path / "finetune" / "model")
     assert tuned.config()["predictor"] == model.config()["predictor"]
     depth = load_config(FINETUNE_DEPTH)
     assert depth.model.init_from == f"{finetune.output_dir}/model" and depth.loss.depth_weight > 0
-    assert train_main(["--config", FINETUNE_DEPTH, "--set", f"data.datasets.0.root={data}",
-                       "--set", f"data.datasets.1.root={data}",
-                       "--set", f"cache.directory={tmp_path / 'cache'}",
-                       "--set", f"model.init_from={tmp_path / 'finetune' / 'model'}",
-                       "--set", f"output_dir={tmp_path / 'depth'}",
-                       "--set", "optim.max_steps=2", "--set", "optim.batch_size=2",
-                       "--set", "progress=false"]) == 0
+    assert train_step(FINETUNE_DEPTH, "depth",
+                      f"model.init_from={tmp_path / 'finetune' / 'model'}") == 0
     with_depth = WorldModel.load(tmp_path / "depth" / "model")
     assert with_depth.keypoint_head.keypoint_depth and not tuned.keypoint_head.keypoint_depth
     metrics = (tmp_path / "depth" / "metrics.csv").read_text().splitlines()
