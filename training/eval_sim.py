@@ -261,7 +261,8 @@ class WorldModelPolicy(MPCPolicy):
                              f"{config.horizon}")
         self.wm_cost = WorldModelCost(self.model.predictor, self.model.keypoint_head,
                                       self.model.encoder_name, self.session.weights,
-                                      autocast=torch.bfloat16 if config.bf16 else None)
+                                      autocast=torch.bfloat16 if config.bf16 else None,
+                                      camera=self.camera)
         self.torch = torch
 
     def start(self, task) -> None:
@@ -285,7 +286,8 @@ class WorldModelPolicy(MPCPolicy):
         actions = context_actions(self.kinematics, self.camera, joints,
                                   self.model.action_representation)
         self.wm_cost.set_context(torch.stack([f[0] for f in self.frames]), actions,
-                                 self.encoder.name)
+                                 self.encoder.name,
+                                 self.kinematics.keypoints_camera(joints[-1], self.camera))
         return lambda candidate_actions, _joints: self.wm_cost.costs(candidate_actions)
 
 

@@ -16,13 +16,21 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from dexwm_ros.core.actions import ACTION_DIM
+from dexwm_ros.core.actions import (
+    ACTION_DIM,
+    ACTION_ROWS,
+    NUM_HAND_KEYPOINTS,
+    RIGHT_HAND_ROWS,
+    WRIST_AND_TIPS,
+)
 from dexwm_ros.core.parameters import parameter
 from dexwm_ros.core.tasks import task_spec
 
 #: Keypoint-head maps of the right hand: wrist + 5 fingertips (paper appendix A.3).
 RIGHT_HAND_MAPS = (6, 7, 8, 9, 10, 11)
 NUM_KEYPOINT_MAPS = 12
+#: Where the keypoint term takes a candidate's hand keypoints from (``CostWeights``).
+KEYPOINT_SOURCES = ("latents", "actions")
 
 
 _MSE_CHUNK = 8
@@ -46,7 +54,12 @@ class CostWeights:
     depth output): ``keypoint_depth_weight`` times the mean absolute difference (metres) of the
     same keypoints' depths, decoded likewise: image-plane keypoints alone cannot tell a hand at
     the goal from one on the same camera rays nearer or farther (README, "The default world
-    model in closed loop"). Orientation term
+    model in closed loop"). ``keypoint_source`` says where a candidate's keypoints come from:
+    ``latents`` (the paper) decodes the final predicted latent with the keypoint head;
+    ``actions`` (not in the paper) takes the hand keypoints the candidate's actions lead to (the
+    newest context frame's keypoints plus the summed keypoint deltas: a robot's actions are its
+    own forward kinematics), projected into the image, so the head only decodes the goal image
+    and the predictor still supplies the latent term. Orientation term
     (grasp): ``orientation_weight`` times the discounted wrist rotation angle (rad) to a target.
     Every weight may change between scoring calls (``live``, ``dexwm_ros.core.parameters``).
     """
@@ -64,6 +77,10 @@ class CostWeights:
     keypoint_maps: tuple[int, ...] = parameter(
         RIGHT_HAND_MAPS, "keypoint-head maps of the keypoint term (0-11; right hand: wrist + "
         "fingertips = 6-11)", live=True)
+    keypoint_source: str = parameter(
+        "latents", "candidate keypoints of the keypoint term: latents (the paper: keypoint head "
+        "on the final predicted latent) or actions (the hand keypoints the keypoint-delta "
+        "actions lead to, projected; not in the paper)", live=True)
     orientation_weight: float = parameter(0.0, "weight of the wrist rotation (rad) to the wrist "
                                           "rotation at goal start", low=0.0, high=100.0,
                                           live=True)
@@ -90,6 +107,13 @@ class CostWeights:
                 f"CostWeights.keypoint_maps must be non-empty indices in [0, {NUM_KEYPOINT_MAPS}),"
                 f" got {maps!r}"
             )
+        if self.keypoint_source not in KEYPOINT_SOURCES:
+            raise ValueError(f"CostWeights.keypoint_source must be one of {KEYPOINT_SOURCES}, "
+                             f"got {self.keypoint_source!r}")
+        if self.keypoint_source == "actions" and not set(maps) <= set(RIGHT_HAND_MAPS):
+            raise ValueError(f"CostWeights.keypoint_maps must be right-hand maps "
+                             f"{RIGHT_HAND_MAPS} with keypoint_source 'actions' (a one-handed "
+                             f"robot), got {maps!r}")
         low, high = tuple(self.workspace_low), tuple(self.workspace_high)
         if len(low) != 3 or len(high) != 3 or not all(
                 math.isfinite(a) and math.isfinite(b) and a < b
@@ -130,7 +154,9 @@ class WorldModelCost:
     ``EncoderMismatchError``. Context frames beyond the model's capacity for the candidates' horizon
     are dropped, oldest first (``_context_window``). ``last_timing`` holds the seconds of the latest
     ``costs`` call spent in ``world_model`` (predictor), ``keypoint_head`` and ``cost`` (the
-    arithmetic).
+    arithmetic). With ``keypoint_source`` ``actions`` the candidates' keypoints come from their
+    keypoint-delta actions and the context's ``hand_keypoints``, projected by ``camera`` (a
+    ``PinholeCamera`` of the images the head was trained on).
     """
 
     def __init__(
@@ -143,6 +169,7 @@ class WorldModelCost:
         batch_size: int | None = None,
         autocast: torch.dtype | None = None,
         prediction_budget_bytes: int = 512 << 20,
+        camera=None,
     ) -> None:
         for name, value in (("chunk_size", chunk_size), ("batch_size", batch_size)):
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -155,8 +182,10 @@ class WorldModelCost:
         self.weights = (weights or CostWeights()).validate()
         self.chunk_size = chunk_size
         self.batch_size = batch_size
+        self.camera = camera
         self._context_latents: torch.Tensor | None = None
         self._context_actions: torch.Tensor | None = None
+        self._hand_keypoints: torch.Tensor | None = None
         self._goal_latents: torch.Tensor | None = None
         self._goal_keypoints: torch.Tensor | None = None
         self._goal_depths: torch.Tensor | None = None
@@ -176,11 +205,19 @@ class WorldModelCost:
         """``(12, 2)`` pixel keypoints decoded from the goal latents (None without a head)."""
         return self._goal_keypoints
 
+    @property
+    def goal_depths(self) -> torch.Tensor | None:
+        """``(12,)`` camera depths (m) decoded from the goal latents (None without a head
+        with a depth output)."""
+        return self._goal_depths
+
     def set_context(
-        self, latents: torch.Tensor, context_actions: torch.Tensor, encoder_name: str
+        self, latents: torch.Tensor, context_actions: torch.Tensor, encoder_name: str,
+        hand_keypoints: torch.Tensor | None = None,
     ) -> None:
-        """Context latents ``(C, P, D)`` (last = current frame) and the ``(C-1, 132)`` actions
-        between consecutive context frames."""
+        """Context latents ``(C, P, D)`` (last = current frame), the ``(C-1, 132)`` actions
+        between consecutive context frames and, for ``keypoint_source`` ``actions``, the current
+        frame's right-hand keypoints ``(21, 3)`` in the actions' camera frame."""
         self._check_encoder(encoder_name, "context")
         latents = torch.as_tensor(latents)
         context_actions = torch.as_tensor(context_actions)
@@ -197,6 +234,12 @@ class WorldModelCost:
             )
         _check_finite(latents, "context latents")
         _check_finite(context_actions, "context actions")
+        if hand_keypoints is not None:
+            hand_keypoints = torch.as_tensor(hand_keypoints, dtype=torch.float32)
+            if tuple(hand_keypoints.shape) != (NUM_HAND_KEYPOINTS, 3):
+                raise ValueError(f"hand keypoints must have shape ({NUM_HAND_KEYPOINTS}, 3), "
+                                 f"got {tuple(hand_keypoints.shape)}")
+            _check_finite(hand_keypoints, "hand keypoints")
         if self._goal_latents is not None and latents.shape[1:] != self._goal_latents.shape:
             raise EncoderMismatchError(
                 f"context latents {tuple(latents.shape[1:])} and goal latents "
@@ -205,6 +248,7 @@ class WorldModelCost:
         device, dtype = self._device_dtype()
         self._context_latents = latents.detach().to(device=device, dtype=dtype)
         self._context_actions = context_actions.detach().to(device=device, dtype=dtype)
+        self._hand_keypoints = hand_keypoints
 
     def set_goal(self, goal_latents: torch.Tensor, encoder_name: str) -> None:
         """Goal latents ``(P, D)``; their keypoints are decoded once here."""
@@ -232,7 +276,7 @@ class WorldModelCost:
 
     def clear(self) -> None:
         """Drop context and goal."""
-        self._context_latents = self._context_actions = None
+        self._context_latents = self._context_actions = self._hand_keypoints = None
         self._goal_latents = self._goal_keypoints = self._goal_depths = None
 
     # ------------------------------------------------------------------ scoring
@@ -302,9 +346,12 @@ class WorldModelCost:
             tick = time.perf_counter()
             maps = tuple(self.weights.keypoint_maps)
             with_depth = self._goal_depths is not None and self.weights.keypoint_depth_weight > 0
-            keypoints, depths = self._keypoints(predicted[:, -1], maps, with_depth)
-            timing["keypoint_head"] += time.perf_counter() - tick
-            tick = time.perf_counter()
+            if self.weights.keypoint_source == "actions":
+                keypoints, depths = self._action_keypoints(actions, maps)
+            else:
+                keypoints, depths = self._keypoints(predicted[:, -1], maps, with_depth)
+                timing["keypoint_head"] += time.perf_counter() - tick
+                tick = time.perf_counter()
             distance = (keypoints - self._goal_keypoints[list(maps)]).norm(dim=-1).mean(-1)
             cost = cost + self.weights.keypoint_weight * distance
             if with_depth:
@@ -312,6 +359,19 @@ class WorldModelCost:
                 cost = cost + self.weights.keypoint_depth_weight * depth
             timing["cost"] += time.perf_counter() - tick
         return cost
+
+    def _action_keypoints(self, actions: torch.Tensor, maps: tuple[int, ...]
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixels ``(n, K, 2)`` and depths ``(n, K)`` of the right-hand keypoints of ``maps``
+        after each candidate's keypoint-delta actions ``(n, T, 132)``."""
+        if self.action_dim != ACTION_DIM or self.camera is None or self._hand_keypoints is None:
+            raise RuntimeError(
+                "keypoint_source 'actions' needs keypoint-delta actions (132), a camera and the "
+                "context's hand keypoints (set_context(..., hand_keypoints=...))")
+        deltas = actions.float().unflatten(-1, (ACTION_ROWS, 3))[:, :, RIGHT_HAND_ROWS]
+        rows = [WRIST_AND_TIPS[m - RIGHT_HAND_MAPS[0]] for m in maps]
+        points = self._hand_keypoints.to(deltas.device)[rows] + deltas[:, :, rows].sum(1)
+        return self.camera.project(points).float(), points[..., 2]
 
     def _context_window(self, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Context frames that fit the model with ``horizon`` predictions: the newest

@@ -39,7 +39,7 @@ from dexwm_ros.srv import EncodeImage, ScoreActions, SetGoal, SnapshotContext
 RELIABLE = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
 #: Cost weights applied here (the orientation term runs in cem_planner).
 SERVER_COST_FIELDS = ("latent_weight", "step_discount", "keypoint_weight",
-                      "keypoint_depth_weight", "keypoint_maps")
+                      "keypoint_depth_weight", "keypoint_maps", "keypoint_source")
 
 
 class WorldModelServer(Node):
@@ -76,17 +76,18 @@ class WorldModelServer(Node):
         if not model_path.is_dir():
             raise StartupError(f"model_path '{model_path}' does not exist")
         self.model = WorldModel.load(model_path, device=device).eval()
+        self.kinematics = RobotKinematics(device=device)
+        self.camera = head_camera()
         self.cost = WorldModelCost(self.model.predictor, self.model.keypoint_head,
                                    self.model.encoder_name, weights, batch_size=batch_size,
-                                   autocast=torch.bfloat16 if bf16 else None)
+                                   autocast=torch.bfloat16 if bf16 else None,
+                                   camera=self.camera)
         if bf16 and (reason := slow_bf16_reason(device)):
             self.get_logger().warning(reason)
         # parameter services share the default callback group with score_actions: new weights
         # are swapped in between scoring calls
         watch_parameters(self, self.cost_weights, self.apply_cost_weights)
         self.action_dim = ACTION_REPRESENTATIONS[self.model.action_representation]
-        self.kinematics = RobotKinematics(device=device)
-        self.camera = head_camera()
         self.joints = JointStateBuffer()
         self.frames: list[tuple[float, torch.Tensor, np.ndarray, Latent]] = []
         self.pending: Latent | None = None  # the newest latent, until its joint state arrives
@@ -170,7 +171,8 @@ class WorldModelServer(Node):
         actions = context_actions(self.kinematics, self.camera, joints,
                                   self.model.action_representation)
         self.cost.set_context(torch.stack([f[1] for f in frames]), actions,
-                              self.model.encoder_name)
+                              self.model.encoder_name,
+                              self.kinematics.keypoints_camera(joints[-1], self.camera).cpu())
         response.success = True
         response.stamp = frames[-1][3].header.stamp
         response.num_frames = len(frames)

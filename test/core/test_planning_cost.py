@@ -292,3 +292,68 @@ def test_workspace_cost_is_the_distance_outside_the_box():
     torch.testing.assert_close(cost(joints), torch.tensor([0.0, 10.0 * (0.1 + 0.5)]))
     with pytest.raises(ValueError, match="workspace"):
         CostWeights(workspace_low=(0.0, 0.0, 2.0), workspace_high=(1.0, 1.0, 1.0)).validate()
+
+
+class GoalPoseHead:
+    """Decodes any latent to the right-hand wrist and fingertips of a fixed joint pose, as
+    pixels and camera depths (left-hand maps at the image origin); counts its calls."""
+
+    def __init__(self, pixels: torch.Tensor, depths: torch.Tensor) -> None:
+        self.pixels = torch.cat([torch.zeros(6, 2), pixels])
+        self.depth = torch.cat([torch.ones(6), depths])
+        self.calls = 0
+
+    def keypoints(self, latents, chunk_size=None, maps=None, with_depth=True):
+        self.calls += 1
+        rows = list(range(12)) if maps is None else list(maps)
+        pixels = self.pixels[rows].expand(len(latents), -1, -1)
+        return pixels, self.depth[rows].expand(len(latents), -1) if with_depth else None
+
+
+def test_actions_keypoint_source_scores_the_keypoints_the_actions_lead_to():
+    from dexwm_ros.core.actions import WRIST_AND_TIPS
+    from dexwm_ros.core.kinematics import HOME_JOINT_POSITIONS, RobotKinematics, head_camera
+    from dexwm_ros.core.planner import keypoint_actions
+
+    kinematics, camera = RobotKinematics(), head_camera()
+    home = torch.tensor(HOME_JOINT_POSITIONS)
+    gen = torch.Generator().manual_seed(3)
+    goal_joints = home + 0.2 * torch.randn(23, generator=gen)
+    goal_points = kinematics.keypoints_camera(goal_joints, camera)[list(WRIST_AND_TIPS)].float()
+    head = GoalPoseHead(camera.project(goal_points), goal_points[:, 2])
+    weights = CostWeights(keypoint_weight=0.01, keypoint_depth_weight=2.0,
+                          keypoint_source="actions")
+    cost = WorldModelCost(FixedPredictor(), head, ENCODER, weights, camera=camera)
+    observed = kinematics.keypoints_camera(home, camera).float()
+    cost.set_context(torch.zeros(1, 1, 2), torch.zeros(0, 132), ENCODER, observed)
+    cost.set_goal(torch.tensor([[0.0, 0.0]]), ENCODER)
+    # three candidates of two steps; the last ends at the goal pose
+    joints = home + 0.2 * torch.randn(3, 2, 23, generator=gen)
+    joints[2, 1] = goal_joints
+    actions = keypoint_actions(observed, kinematics.keypoints_camera(joints, camera).float())
+    final = kinematics.keypoints_camera(joints[:, -1], camera)[:, list(WRIST_AND_TIPS)].float()
+    pixel_distance = (camera.project(final) - camera.project(goal_points)).norm(dim=-1).mean(-1)
+    depth_distance = (final[..., 2] - goal_points[:, 2]).abs().mean(-1)
+    # the latent term of FixedPredictor against goal [0, 0] is 2.3 (see the case above)
+    expected = 2.3 + 0.01 * pixel_distance + 2.0 * depth_distance
+    torch.testing.assert_close(cost.costs(actions), expected, atol=1e-4, rtol=1e-4)
+    assert cost.costs(actions)[2].item() == pytest.approx(2.3, abs=1e-4)
+    assert head.calls == 1  # the goal only: no candidate is decoded
+    cost.weights = CostWeights(keypoint_weight=0.01, keypoint_depth_weight=2.0)
+    cost.costs(actions)
+    assert head.calls == 2  # keypoint_source "latents" decodes the predictions
+
+
+def test_actions_keypoint_source_needs_hand_keypoints_and_right_hand_maps():
+    weights = CostWeights(keypoint_source="actions")
+    cost = WorldModelCost(FixedPredictor(), FixedHead(), ENCODER, weights)
+    cost.set_context(torch.zeros(1, 1, 2), torch.zeros(0, 132), ENCODER)
+    cost.set_goal(torch.tensor([[0.0, 0.0]]), ENCODER)
+    with pytest.raises(RuntimeError, match="needs keypoint-delta actions"):
+        cost.costs(torch.zeros(1, 2, 132))
+    with pytest.raises(ValueError, match="right-hand maps"):
+        CostWeights(keypoint_source="actions", keypoint_maps=(0, 6)).validate()
+    with pytest.raises(ValueError, match="keypoint_source must be one of"):
+        CostWeights(keypoint_source="fk").validate()
+    with pytest.raises(ValueError, match=r"hand keypoints must have shape \(21, 3\)"):
+        cost.set_context(torch.zeros(1, 1, 2), torch.zeros(0, 132), ENCODER, torch.zeros(20, 3))
