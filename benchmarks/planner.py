@@ -49,7 +49,8 @@ def build(preset: str, device: torch.device):
     head = KeypointHead(LATENT_DIM)  # paper size: 256 wide, 6 blocks, 16 x 28 patches
     predictor.to(device).eval()
     head.to(device).eval()
-    cost = WorldModelCost(predictor, head, ENCODER, CostWeights(), autocast=torch.bfloat16)
+    cost = WorldModelCost(predictor, head, ENCODER, CostWeights(keypoint_source="latents"),
+                          autocast=torch.bfloat16)
     context = torch.randn(CONTEXT_FRAMES, NUM_PATCHES, LATENT_DIM)
     context_actions = torch.randn(CONTEXT_FRAMES - 1, 132) * 0.01
     goal = torch.randn(NUM_PATCHES, LATENT_DIM)

@@ -44,22 +44,22 @@ class EncoderMismatchError(ValueError):
 class CostWeights:
     """Weights of the planning cost; every number is a parameter.
 
-    Latent term: ``latent_weight * sum_t step_discount^(T-1-t) * MSE(pred_t, goal)`` (the final
-    step has weight 1; earlier steps 0.6, 0.36, ...). Keypoint term: ``keypoint_weight`` (mu)
-    times the mean pixel distance over ``keypoint_maps`` between the keypoint head's decoding
-    of the final predicted latent and of the goal latent. The paper's mu is 1e-3 with DINOv2-L
-    latents; the default 1e-2 was measured with the packaged default model, whose pooled tiny
-    latents rank hand poses far worse than its keypoint head does (README, "The default world
-    model in closed loop"). Depth term (not in the paper; only with a keypoint head that has a
-    depth output): ``keypoint_depth_weight`` times the mean absolute difference (metres) of the
-    same keypoints' depths, decoded likewise: image-plane keypoints alone cannot tell a hand at
-    the goal from one on the same camera rays nearer or farther (README, "The default world
-    model in closed loop"). ``keypoint_source`` says where a candidate's keypoints come from:
-    ``latents`` (the paper) decodes the final predicted latent with the keypoint head;
-    ``actions`` (not in the paper) takes the hand keypoints the candidate's actions lead to (the
-    newest context frame's keypoints plus the summed keypoint deltas: a robot's actions are its
-    own forward kinematics), projected into the image, so the head only decodes the goal image
-    and the predictor still supplies the latent term. Orientation term
+    Latent term: ``latent_weight * sum_t step_discount^(T-1-t) * MSE(pred_t, goal)`` (the final step
+    has weight 1; earlier steps 0.6, 0.36, ...). Keypoint term: ``keypoint_weight`` (mu) times the
+    mean pixel distance over ``keypoint_maps`` between a candidate's final keypoints
+    (``keypoint_source``, below) and the keypoint head's decoding of the goal latent. The paper's mu
+    is 1e-3 with DINOv2-L latents; the default 1e-2 was measured with the packaged default model,
+    whose pooled tiny latents rank hand poses far worse than its keypoint head does (README, "The
+    default world model in closed loop"). Depth term (not in the paper; only with a keypoint head
+    that has a depth output): ``keypoint_depth_weight`` times the mean absolute difference (metres)
+    of the same keypoints' depths, decoded likewise: image-plane keypoints alone cannot tell a hand
+    at the goal from one on the same camera rays nearer or farther (README, "The default world model
+    in closed loop"). ``keypoint_source`` says where a candidate's keypoints come from: ``latents``
+    (the paper) decodes the final predicted latent with the keypoint head; ``actions`` (the default;
+    not in the paper) takes the hand keypoints the candidate's actions lead to (the newest context
+    frame's keypoints plus the summed keypoint deltas: a robot's actions are its own forward
+    kinematics), projected into the image, so the head decodes only the goal image and the predictor
+    supplies the latent term (README, "The default world model in closed loop"). Orientation term
     (grasp): ``orientation_weight`` times the discounted wrist rotation angle (rad) to a target.
     Every weight may change between scoring calls (``live``, ``dexwm_ros.core.parameters``).
     """
@@ -78,9 +78,9 @@ class CostWeights:
         RIGHT_HAND_MAPS, "keypoint-head maps of the keypoint term (0-11; right hand: wrist + "
         "fingertips = 6-11)", live=True)
     keypoint_source: str = parameter(
-        "latents", "candidate keypoints of the keypoint term: latents (the paper: keypoint head "
-        "on the final predicted latent) or actions (the hand keypoints the keypoint-delta "
-        "actions lead to, projected; not in the paper)", live=True)
+        "actions", "candidate keypoints of the keypoint term: actions (the hand keypoints the "
+        "keypoint-delta actions lead to, projected; not in the paper) or latents (the paper: "
+        "the keypoint head on the final predicted latent)", live=True)
     orientation_weight: float = parameter(0.0, "weight of the wrist rotation (rad) to the wrist "
                                           "rotation at goal start", low=0.0, high=100.0,
                                           live=True)

@@ -26,7 +26,7 @@ from dexwm_ros.core.actions import (
 )
 from dexwm_ros.core.checkpoint import CheckpointError
 from dexwm_ros.core.planner import CEMConfig, CEMPlanner
-from dexwm_ros.core.planning_cost import WorldModelCost
+from dexwm_ros.core.planning_cost import CostWeights, WorldModelCost
 from dexwm_ros.core.predictor import CDiTPredictor, PredictorConfig
 from dexwm_ros.core.world_model import WorldModel, build_tiny_world_model
 
@@ -318,7 +318,8 @@ def test_planner_scoring_equals_rollout_with_dexac(representation):
     seen = []
 
     if representation == "keypoint_delta":
-        cost = WorldModelCost(predictor, model.keypoint_head, "tiny")
+        cost = WorldModelCost(predictor, model.keypoint_head, "tiny",
+                              CostWeights(keypoint_source="latents"))
         cost.set_context(context, context_actions, "tiny")
         cost.set_goal(goal, "tiny")
 

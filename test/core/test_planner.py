@@ -87,7 +87,8 @@ class ProjectingKeypointHead:
 def make_problem(goal_offset: torch.Tensor, current: torch.Tensor = HOME):
     """WorldModelCost with context at ``current`` and the goal at ``current + goal_offset``."""
     predictor = LinearWorldPredictor()
-    cost = WorldModelCost(predictor, ProjectingKeypointHead(predictor), ENCODER, CostWeights())
+    cost = WorldModelCost(predictor, ProjectingKeypointHead(predictor), ENCODER,
+                          CostWeights(keypoint_source="latents"))
     goal_joints = torch.clamp(current + goal_offset, LOWER, UPPER)
     cost.set_goal(predictor.encode(toy_keypoints(goal_joints)), ENCODER)
     set_state(cost, current)
@@ -424,7 +425,7 @@ def test_one_real_planning_step_with_tiny_world_model():
     world_model = build_tiny_world_model(seed=0)
     kinematics, camera = RobotKinematics(), head_camera()
     config = world_model.predictor.config
-    weights = CostWeights.for_task("grasp")
+    weights = CostWeights.for_task("grasp", keypoint_source="latents")
     cost = WorldModelCost(world_model.predictor, world_model.keypoint_head,
                           world_model.encoder_name, weights)
     gen = torch.Generator().manual_seed(0)

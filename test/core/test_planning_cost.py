@@ -17,6 +17,9 @@ from dexwm_ros.core.predictor import CDiTPredictor, PredictorConfig
 
 P, D = 6, 8
 ENCODER = "synthetic"
+#: The paper's keypoint term (the head decodes the predictions): the synthetic predictors
+#: and heads below stand for a model whose actions are not a robot's kinematics.
+PAPER_SOURCE = CostWeights(keypoint_source="latents")
 
 
 class AdditivePredictor:
@@ -50,7 +53,7 @@ class MeanKeypointHead:
 def make_cost(weights=None, head=True, **kwargs):
     gen = torch.Generator().manual_seed(1)
     cost = WorldModelCost(AdditivePredictor(), MeanKeypointHead() if head else None, ENCODER,
-                          weights or CostWeights(), **kwargs)
+                          weights or PAPER_SOURCE, **kwargs)
     context = torch.randn(2, P, D, generator=gen)
     goal = torch.randn(P, D, generator=gen)
     cost.set_context(context, torch.zeros(1, 132), ENCODER)
@@ -78,6 +81,7 @@ def expected_costs(cost, context, goal, actions, weights):
 @pytest.mark.parametrize("head", [True, False])
 def test_costs_match_hand_computation(head):
     weights = CostWeights(latent_weight=2.0, step_discount=0.5, keypoint_weight=0.1,
+                          keypoint_source="latents",
                           keypoint_maps=(6, 8, 11))
     cost, context, goal, actions = make_cost(weights, head=head)
     torch.testing.assert_close(cost.costs(actions),
@@ -86,7 +90,8 @@ def test_costs_match_hand_computation(head):
 
 
 def test_paper_defaults_and_step_weights():
-    weights = CostWeights()
+    assert CostWeights().keypoint_source == "actions"
+    weights = PAPER_SOURCE
     assert weights.step_discount == 0.6 and weights.keypoint_weight == 1e-2
     assert weights.keypoint_maps == (6, 7, 8, 9, 10, 11) and weights.orientation_weight == 0
     torch.testing.assert_close(weights.step_weights(3), torch.tensor([0.36, 0.6, 1.0]))
@@ -249,7 +254,7 @@ def test_cost_of_a_small_case_computed_by_hand():
     # Goal latent [0, 0]: step MSEs (1 + 0) / 2 = 0.5 and (0 + 4) / 2 = 2.0, weighted 0.6 and 1,
     # give 2.3; the final latent [0, 2] decodes to pixel (0, 4), the goal to (0, 0): 4 px.
     cost = WorldModelCost(FixedPredictor(), FixedHead(), ENCODER,
-                          CostWeights(keypoint_weight=0.01))
+                          CostWeights(keypoint_weight=0.01, keypoint_source="latents"))
     cost.set_context(torch.zeros(1, 1, 2), torch.zeros(0, 132), ENCODER)
     cost.set_goal(torch.tensor([[0.0, 0.0]]), ENCODER)
     assert cost.costs(torch.zeros(2, 2, 132)).tolist() == pytest.approx([2.3 + 0.01 * 4.0] * 2)
@@ -270,14 +275,16 @@ class DepthHead(FixedHead):
 def test_depth_term_adds_the_weighted_depth_difference():
     # As the hand-computed case with goal [0, 0]: the final latent [0, 2] has depth 1 m, the
     # goal's depth is 1 m too; goal [1, 0] has depth 2 m: 1 m away, weighted 0.5.
-    weights = CostWeights(keypoint_weight=0.01, keypoint_depth_weight=0.5)
+    weights = CostWeights(keypoint_weight=0.01, keypoint_depth_weight=0.5,
+                          keypoint_source="latents")
     cost = WorldModelCost(FixedPredictor(), DepthHead(), ENCODER, weights)
     cost.set_context(torch.zeros(1, 1, 2), torch.zeros(0, 132), ENCODER)
     cost.set_goal(torch.tensor([[0.0, 0.0]]), ENCODER)
     assert cost.costs(torch.zeros(1, 2, 132)).item() == pytest.approx(2.3 + 0.04)
     cost.set_goal(torch.tensor([[1.0, 0.0]]), ENCODER)
     assert cost.costs(torch.zeros(1, 2, 132)).item() == pytest.approx(2.5 + 0.05 + 0.5)
-    cost.weights = CostWeights(keypoint_weight=0.01, keypoint_depth_weight=0.0)
+    cost.weights = CostWeights(keypoint_weight=0.01, keypoint_depth_weight=0.0,
+                          keypoint_source="latents")
     assert cost.costs(torch.zeros(1, 2, 132)).item() == pytest.approx(2.5 + 0.05)
 
 
@@ -339,7 +346,8 @@ def test_actions_keypoint_source_scores_the_keypoints_the_actions_lead_to():
     torch.testing.assert_close(cost.costs(actions), expected, atol=1e-4, rtol=1e-4)
     assert cost.costs(actions)[2].item() == pytest.approx(2.3, abs=1e-4)
     assert head.calls == 1  # the goal only: no candidate is decoded
-    cost.weights = CostWeights(keypoint_weight=0.01, keypoint_depth_weight=2.0)
+    cost.weights = CostWeights(keypoint_weight=0.01, keypoint_depth_weight=2.0,
+                               keypoint_source="latents")
     cost.costs(actions)
     assert head.calls == 2  # keypoint_source "latents" decodes the predictions
 
