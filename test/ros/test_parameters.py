@@ -140,9 +140,11 @@ def test_bad_sets_are_refused_with_a_reason(node):
     assert "sampler" in results[3].reason
     assert get(node, "cem_planner", "horizon", "num_samples", "num_elites", "sampler") == [
         3, 32, 4, "cem"]
-    results = set_(node, "world_model_server", keypoint_maps=[3, 12], context_frames=2)
+    results = set_(node, "world_model_server", keypoint_maps=[3, 12], context_frames=2,
+                   keypoint_source="heatmaps")
     assert not results[0].successful and "keypoint_maps" in results[0].reason
     assert not results[1].successful and "read-only" in results[1].reason
+    assert not results[2].successful and "keypoint_source" in results[2].reason
 
 
 def test_planner_budget_changes_at_the_next_mpc_step(node):
