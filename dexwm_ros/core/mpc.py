@@ -75,7 +75,8 @@ class MPCSession:
     ``kinematics``/``camera`` give the batched FK of candidates (actions are keypoint deltas in
     the camera frame). ``weights`` (default: the task registry's) set the planner-side cost
     terms: the wrist workspace box (``WorkspaceCost``, every task) and the wrist orientation
-    (grasp), whose target is the wrist rotation when the goal starts.
+    (grasp), whose target is the wrist rotation when the goal starts. Both read ``weights``
+    at every scoring call, so new weights take effect at the next CEM iteration.
     """
 
     def __init__(self, task: str | TaskSpec, config: CEMConfig, kinematics: RobotKinematics,
@@ -85,9 +86,6 @@ class MPCSession:
         self.kinematics = kinematics
         self.camera = camera
         self.weights = weights or CostWeights.for_task(self.spec.name)
-        self.workspace = (WorkspaceCost(lambda q: kinematics.wrist_pose_world(q)[..., :3, 3],
-                                        self.weights)
-                          if self.weights.workspace_weight > 0 else None)
         self.planner = CEMPlanner(config, lambda q: kinematics.keypoints_camera(q, camera),
                                   kinematics.lower, kinematics.upper,
                                   action_representation=action_representation)
@@ -97,22 +95,29 @@ class MPCSession:
     def reset(self) -> None:
         """Forget the goal's progress (the next tick starts a new goal)."""
         self.planner.reset()
-        self.planner.extra_cost = None
+        self.planner.extra_cost = self.planner_cost
         self.ticks = 0
+        self._start_rotation: torch.Tensor | None = None
         self._remaining: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def planner_cost(self, joints: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` planner-side terms of candidate joints ``(N, T, 23)`` under the current
+        ``weights``: workspace box and (grasp) wrist orientation to its rotation at goal start."""
+        total = torch.zeros(joints.shape[0])
+        if self.weights.workspace_weight > 0:
+            wrist = lambda q: self.kinematics.wrist_pose_world(q)[..., :3, 3]  # noqa: E731
+            total = total + WorkspaceCost(wrist, self.weights)(joints)
+        if self.weights.orientation_weight > 0 and self._start_rotation is not None:
+            total = total + OrientationCost(self.kinematics.wrist_pose_world,
+                                            self._start_rotation, self.weights)(joints)
+        return total
 
     def step(self, current_joints: torch.Tensor, evaluate: EvaluateFn,
              on_iteration: IterationHook | None = None) -> MPCTick:
         """Plan from ``current_joints`` (23,) and return the target to execute now."""
         current = torch.as_tensor(current_joints, dtype=torch.float32)
         if self.ticks == 0:
-            terms = [self.workspace] if self.workspace is not None else []
-            if self.weights.orientation_weight > 0:
-                target = self.kinematics.wrist_pose_world(current)[:3, :3]
-                terms.append(OrientationCost(self.kinematics.wrist_pose_world, target,
-                                             self.weights))
-            self.planner.extra_cost = (None if not terms else
-                                       lambda joints: sum(term(joints) for term in terms))
+            self._start_rotation = self.kinematics.wrist_pose_world(current)[:3, :3].float()
         if self._remaining is None:
             horizon, mean, sigma = self.horizon, self._new_mean(current), None
         else:

@@ -29,7 +29,7 @@ from dexwm_ros.core.actions import ACTION_REPRESENTATIONS
 from dexwm_ros.core.kinematics import JOINT_NAMES, RobotKinematics, head_camera
 from dexwm_ros.core.mpc import MPCSession
 from dexwm_ros.core.planner import CEMConfig
-from dexwm_ros.core.planning_cost import CostWeights, OrientationCost
+from dexwm_ros.core.planning_cost import CostWeights
 from dexwm_ros.core.tasks import TASKS, task_by_code
 from dexwm_ros.nodes.action_goals import GoalFailed, finish_goal
 from dexwm_ros.nodes.conversions import seconds_to_duration
@@ -231,13 +231,10 @@ class CemPlannerNode(Node):
         self.settings = {task: self.planner_settings(task) for task in self.task_parameters}
 
     def apply_live_parameters(self, session: MPCSession, task: str) -> None:
-        """Live parameters take effect at the next MPC step (read-only ones cannot change). The
-        orientation weight updates the wrist-orientation term a goal started with."""
+        """Live parameters take effect at the next MPC step (read-only ones cannot change)."""
         config, weights = self.settings[task]
         session.planner.config = config
         session.weights = weights
-        if isinstance(session.planner.extra_cost, OrientationCost):
-            session.planner.extra_cost.weights = weights
 
     def evaluate(self, actions: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
         num, horizon = actions.shape[:2]

@@ -114,3 +114,26 @@ def test_the_ros_planner_and_the_evaluator_share_the_session():
         loops = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
                  and isinstance(n.func, ast.Attribute) and n.func.attr == "plan"]
         assert not loops, f"{path} calls CEMPlanner.plan itself"
+
+
+def test_planner_side_terms_follow_new_weights_within_a_goal():
+    from dataclasses import replace
+
+    from dexwm_ros.core.planning_cost import OrientationCost, WorkspaceCost
+
+    session = _session("grasp")
+    session.step(HOME, lambda actions, joints: torch.zeros(len(actions)))
+    candidates = (HOME + 0.3 * torch.randn(5, 2, 23, generator=torch.Generator().manual_seed(0)))
+    wrist = lambda q: KIN.wrist_pose_world(q)[..., :3, 3]  # noqa: E731
+    start = KIN.wrist_pose_world(HOME)[:3, :3]
+    for weights in (session.weights,
+                    replace(session.weights, orientation_weight=2.0, workspace_weight=0.0),
+                    replace(session.weights, orientation_weight=0.0, workspace_high=(0.0, 0.0, 1.0))):
+        session.weights = weights  # what cem_planner does with live parameters
+        expected = torch.zeros(5)
+        if weights.workspace_weight > 0:
+            expected += WorkspaceCost(wrist, weights)(candidates)
+        if weights.orientation_weight > 0:
+            expected += OrientationCost(KIN.wrist_pose_world, start, weights)(candidates)
+        torch.testing.assert_close(session.planner.extra_cost(candidates), expected)
+    assert session.planner.extra_cost(candidates).abs().sum() > 0

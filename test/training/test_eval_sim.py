@@ -64,7 +64,7 @@ def test_overrides_reach_every_planner_and_cost_setting():
     wm = make_policy("wm", "place", config)
     assert wm.wm_cost.weights is wm.session.weights
     assert wm.wm_cost.weights.keypoint_weight == 0.02
-    assert wm.session.workspace.low.tolist() == pytest.approx([-0.3, -0.5, 0.8])
+    assert wm.session.weights.workspace_low == pytest.approx((-0.3, -0.5, 0.8))
     cem = wm.session.planner.config
     assert (cem.execute, cem.arm_sigma, cem.num_samples) == ("mean", 0.15, 8)
     assert cem.hand_sigma == 0.01  # the task's own setting stays
