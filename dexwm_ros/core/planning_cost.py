@@ -59,11 +59,7 @@ class CostWeights:
     not in the paper) takes the hand keypoints the candidate's actions lead to (the newest context
     frame's keypoints plus the summed keypoint deltas: a robot's actions are its own forward
     kinematics), projected into the image, so the head decodes only the goal image and the predictor
-    supplies the latent term (README, "The default world model in closed loop"). Approach (not in
-    the paper, ``approach_height`` > 0): the keypoint term first aims at the goal hand pose raised
-    by that height (world up) and moves on to the goal pose once the hand is within
-    ``approach_tolerance`` of it or has come no closer for ``APPROACH_PATIENCE`` control ticks; a
-    hand heading straight for a grasp pose sweeps the object away. Orientation term
+    supplies the latent term (README, "The default world model in closed loop"). Orientation term
     (grasp): ``orientation_weight`` times the discounted wrist rotation angle (rad) to a target.
     Every weight may change between scoring calls (``live``, ``dexwm_ros.core.parameters``).
     """
@@ -85,13 +81,6 @@ class CostWeights:
         "actions", "candidate keypoints of the keypoint term: actions (the hand keypoints the "
         "keypoint-delta actions lead to, projected; not in the paper) or latents (the paper: "
         "the keypoint head on the final predicted latent)", live=True)
-    approach_height: float = parameter(
-        0.0, "height (m, world up) above the goal hand pose that the keypoint term aims at "
-        "first, until the hand is there (0: off; keypoint_source actions and a depth head "
-        "only; not in the paper)", low=0.0, high=0.5, live=True)
-    approach_tolerance: float = parameter(
-        0.03, "mean keypoint distance (m) to the approach pose at which the keypoint term "
-        "moves on to the goal pose", low=0.001, high=0.5, live=True)
     orientation_weight: float = parameter(0.0, "weight of the wrist rotation (rad) to the wrist "
                                           "rotation at goal start", low=0.0, high=100.0,
                                           live=True)
@@ -108,8 +97,7 @@ class CostWeights:
     def validate(self) -> CostWeights:
         """Raise ``ValueError`` naming the first bad field; return ``self`` when valid."""
         for name in ("latent_weight", "step_discount", "keypoint_weight",
-                     "keypoint_depth_weight", "approach_height", "approach_tolerance",
-                     "orientation_weight", "workspace_weight"):
+                     "keypoint_depth_weight", "orientation_weight", "workspace_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"CostWeights.{name} must be finite and >= 0, got {value!r}")
@@ -126,8 +114,6 @@ class CostWeights:
             raise ValueError(f"CostWeights.keypoint_maps must be right-hand maps "
                              f"{RIGHT_HAND_MAPS} with keypoint_source 'actions' (a one-handed "
                              f"robot), got {maps!r}")
-        if self.approach_height > 0 and self.keypoint_source != "actions":
-            raise ValueError("CostWeights.approach_height needs keypoint_source 'actions'")
         low, high = tuple(self.workspace_low), tuple(self.workspace_high)
         if len(low) != 3 or len(high) != 3 or not all(
                 math.isfinite(a) and math.isfinite(b) and a < b
@@ -150,10 +136,6 @@ class CostWeights:
 def _check_finite(value: torch.Tensor, name: str) -> None:
     if not torch.isfinite(value).all():
         raise ValueError(f"{name} contains NaN or inf")
-
-
-#: Control ticks without 2 mm of progress after which the approach stage ends.
-APPROACH_PATIENCE = 5
 
 
 class WorldModelCost:
@@ -207,7 +189,6 @@ class WorldModelCost:
         self._goal_latents: torch.Tensor | None = None
         self._goal_keypoints: torch.Tensor | None = None
         self._goal_depths: torch.Tensor | None = None
-        self._approach: tuple[float, int] | None = None  # (best distance, ticks stalled)
         self.last_timing: dict[str, float] = {}
         config = getattr(predictor, "config", None)
         self.action_dim = getattr(config, "action_dim", ACTION_DIM)
@@ -268,7 +249,6 @@ class WorldModelCost:
         self._context_latents = latents.detach().to(device=device, dtype=dtype)
         self._context_actions = context_actions.detach().to(device=device, dtype=dtype)
         self._hand_keypoints = hand_keypoints
-        self._update_approach()
 
     def set_goal(self, goal_latents: torch.Tensor, encoder_name: str) -> None:
         """Goal latents ``(P, D)``; their keypoints are decoded once here."""
@@ -293,12 +273,11 @@ class WorldModelCost:
         self._goal_latents = goal
         self._goal_keypoints = keypoints
         self._goal_depths = depths
-        self._approach = (math.inf, 0)
 
     def clear(self) -> None:
         """Drop context and goal."""
         self._context_latents = self._context_actions = self._hand_keypoints = None
-        self._goal_latents = self._goal_keypoints = self._goal_depths = self._approach = None
+        self._goal_latents = self._goal_keypoints = self._goal_depths = None
 
     # ------------------------------------------------------------------ scoring
 
@@ -373,59 +352,13 @@ class WorldModelCost:
                 keypoints, depths = self._keypoints(predicted[:, -1], maps, with_depth)
                 timing["keypoint_head"] += time.perf_counter() - tick
                 tick = time.perf_counter()
-            goal_keypoints, goal_depths = self.keypoint_targets()
-            distance = (keypoints - goal_keypoints[list(maps)]).norm(dim=-1).mean(-1)
+            distance = (keypoints - self._goal_keypoints[list(maps)]).norm(dim=-1).mean(-1)
             cost = cost + self.weights.keypoint_weight * distance
             if with_depth:
-                depth = (depths - goal_depths[list(maps)]).abs().mean(-1)
+                depth = (depths - self._goal_depths[list(maps)]).abs().mean(-1)
                 cost = cost + self.weights.keypoint_depth_weight * depth
             timing["cost"] += time.perf_counter() - tick
         return cost
-
-    @property
-    def approaching(self) -> bool:
-        """Whether the keypoint term aims at the pose ``approach_height`` above the goal."""
-        return (self.weights.approach_height > 0 and self._approach is not None
-                and self._approach[1] >= 0)
-
-    def keypoint_targets(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Pixels ``(12, 2)`` and depths ``(12,)`` (None without a depth output) the keypoint
-        term aims at: the goal's decoding, or the approach pose above it."""
-        if not self.approaching:
-            return self._goal_keypoints, self._goal_depths
-        points = self._approach_points()
-        return self.camera.project(points).float(), points[:, 2]
-
-    def _approach_points(self) -> torch.Tensor:
-        """``(12, 3)`` camera-frame keypoints of the goal decoding raised by
-        ``approach_height`` along world up."""
-        intrinsics = self.camera.intrinsics.float()
-        depth = self._goal_depths.float()
-        pixels = self._goal_keypoints.float()
-        x = (pixels[:, 0] - intrinsics[0, 2]) / intrinsics[0, 0] * depth
-        y = (pixels[:, 1] - intrinsics[1, 2]) / intrinsics[1, 1] * depth
-        up = self.camera.camera_to_world[2, :3].float()  # world z in camera coordinates
-        return torch.stack([x, y, depth], dim=-1) + self.weights.approach_height * up
-
-    def _update_approach(self) -> None:
-        """Once per control tick (``set_context``): end the approach stage when the hand is
-        within ``approach_tolerance`` of the approach pose or stalled (``APPROACH_PATIENCE``).
-        A stage that has ended stays ended (``(inf, -1)``) until the next goal."""
-        if not self.approaching:
-            return
-        if self._hand_keypoints is None or self._goal_depths is None or self.camera is None:
-            raise RuntimeError("approach_height needs a camera, a keypoint head with a depth "
-                               "output and the context's hand keypoints")
-        maps = list(self.weights.keypoint_maps)
-        rows = [WRIST_AND_TIPS[m - RIGHT_HAND_MAPS[0]] for m in maps]
-        distance = float((self._hand_keypoints[rows] - self._approach_points()[maps])
-                         .norm(dim=-1).mean())
-        best, stalled = self._approach
-        stalled = 0 if distance < best - 0.002 else stalled + 1
-        if distance < self.weights.approach_tolerance or stalled >= APPROACH_PATIENCE:
-            self._approach = (math.inf, -1)
-        else:
-            self._approach = (min(best, distance), stalled)
 
     def _action_keypoints(self, actions: torch.Tensor, maps: tuple[int, ...]
                           ) -> tuple[torch.Tensor, torch.Tensor]:

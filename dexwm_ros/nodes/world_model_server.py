@@ -39,8 +39,7 @@ from dexwm_ros.srv import EncodeImage, ScoreActions, SetGoal, SnapshotContext
 RELIABLE = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
 #: Cost weights applied here (the orientation term runs in cem_planner).
 SERVER_COST_FIELDS = ("latent_weight", "step_discount", "keypoint_weight",
-                      "keypoint_depth_weight", "keypoint_maps", "keypoint_source",
-                      "approach_height", "approach_tolerance")
+                      "keypoint_depth_weight", "keypoint_maps", "keypoint_source")
 
 
 class WorldModelServer(Node):

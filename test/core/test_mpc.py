@@ -128,7 +128,8 @@ def test_planner_side_terms_follow_new_weights_within_a_goal():
     start = KIN.wrist_pose_world(HOME)[:3, :3]
     for weights in (session.weights,
                     replace(session.weights, orientation_weight=2.0, workspace_weight=0.0),
-                    replace(session.weights, orientation_weight=0.0, workspace_high=(0.0, 0.0, 1.0))):
+                    replace(session.weights, orientation_weight=0.0,
+                            workspace_high=(0.0, 0.0, 1.0))):
         session.weights = weights  # what cem_planner does with live parameters
         expected = torch.zeros(5)
         if weights.workspace_weight > 0:

@@ -7,7 +7,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dexwm_ros.core.actions import hand_action
 from dexwm_ros.core.planning_cost import (
     CostWeights,
     EncoderMismatchError,
@@ -366,47 +365,3 @@ def test_actions_keypoint_source_needs_hand_keypoints_and_right_hand_maps():
         CostWeights(keypoint_source="fk").validate()
     with pytest.raises(ValueError, match=r"hand keypoints must have shape \(21, 3\)"):
         cost.set_context(torch.zeros(1, 1, 2), torch.zeros(0, 132), ENCODER, torch.zeros(20, 3))
-
-
-def test_approach_stage_aims_above_the_goal_until_the_hand_is_there_or_stalls():
-    from dexwm_ros.core.actions import WRIST_AND_TIPS
-    from dexwm_ros.core.kinematics import HOME_JOINT_POSITIONS, RobotKinematics, head_camera
-    from dexwm_ros.core.planning_cost import APPROACH_PATIENCE
-
-    kinematics, camera = RobotKinematics(), head_camera()
-    home = torch.tensor(HOME_JOINT_POSITIONS)
-    goal_hand = kinematics.keypoints_camera(home + 0.1, camera).float()
-    goal_points = goal_hand[list(WRIST_AND_TIPS)]
-    head = GoalPoseHead(camera.project(goal_points), goal_points[:, 2])
-    weights = CostWeights(approach_height=0.1, approach_tolerance=0.02)
-    cost = WorldModelCost(FixedPredictor(), head, ENCODER, weights, camera=camera)
-    cost.set_goal(torch.tensor([[0.0, 0.0]]), ENCODER)
-    up = torch.tensor([0.0, 0.0, 0.1])  # 10 cm up in the world, seen from the camera
-    up_in_camera = camera.world_to_camera(camera.camera_to_world[:3, 3] + up.double()).float()
-    above = goal_hand + up_in_camera
-    far = kinematics.keypoints_camera(home, camera).float()
-
-    def tick(hand):
-        cost.set_context(torch.zeros(1, 1, 2), torch.zeros(0, 132), ENCODER, hand)
-
-    tick(far)
-    assert cost.approaching
-    pixels, depths = cost.keypoint_targets()
-    torch.testing.assert_close(pixels[6:], camera.project(above[list(WRIST_AND_TIPS)]).float(),
-                               atol=1e-3, rtol=1e-4)
-    torch.testing.assert_close(depths[6:], above[list(WRIST_AND_TIPS), 2], atol=1e-4, rtol=1e-4)
-    # a candidate ending at the approach pose has no keypoint cost while approaching
-    actions = hand_action(far, above)[None, None].expand(1, 2, -1) / 2
-    assert cost.costs(actions).item() == pytest.approx(2.3, abs=1e-3)
-    tick(above)  # the hand is there: the goal pose is next, for the rest of the goal
-    assert not cost.approaching
-    tick(far)
-    assert not cost.approaching
-    torch.testing.assert_close(cost.keypoint_targets()[0], head.pixels)
-    cost.set_goal(torch.tensor([[0.0, 0.0]]), ENCODER)  # a new goal approaches again
-    for _ in range(1 + APPROACH_PATIENCE):
-        assert cost.approaching
-        tick(far)  # then no progress: the stage ends after APPROACH_PATIENCE ticks
-    assert not cost.approaching
-    with pytest.raises(ValueError, match="approach_height needs keypoint_source 'actions'"):
-        CostWeights(approach_height=0.1, keypoint_source="latents").validate()
