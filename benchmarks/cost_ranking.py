@@ -5,7 +5,9 @@ what the planner actually sees. On reach episodes (seeds 0-3, after one control 
 still: 2 context frames, as the default model plans at horizon 3), 128 candidate joint targets
 around the current pose (arm sigma 0.3 rad as the planner's first iteration, 0.09 rad as a
 later one) become one-step keypoint-delta actions and are scored by the world model's cost:
-the total (as planned), its latent term alone and its keypoint term alone. Each ranking is
+the total, its latent term alone and its keypoint term alone, with the paper's keypoint term
+(``keypoint_source: latents``: the head decodes the predicted latents; the default ``actions``
+source takes the candidates' keypoints from their actions instead). Each ranking is
 compared with the ranking by the true mean hand-keypoint distance of the commanded pose to the
 goal (Spearman rho), beside the latent MSE of the rendered candidates as if reached (the
 encoder's ceiling). Models: the packaged default, and any checkpoint directories given as
@@ -45,7 +47,7 @@ def main(extra_models: list[str]) -> None:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     kinematics, camera = RobotKinematics(), head_camera()
     models = {"default": world_model_path(None)} | {model_name(m): m for m in extra_models}
-    weights = CostWeights.for_task("reach")
+    weights = CostWeights.for_task("reach", keypoint_source="latents")
     terms = {"total": weights, "latent": dataclasses.replace(weights, keypoint_weight=0.0),
              "keypoint": dataclasses.replace(weights, latent_weight=0.0)}
     rho: dict[str, list[float]] = {}

@@ -28,7 +28,7 @@ import torch
 from dexwm_ros.core.actions import RIGHT_HAND_ROWS, WRIST_AND_TIPS
 from dexwm_ros.core.kinematics import RobotKinematics, head_camera
 from dexwm_ros.core.planner import CEMConfig, CEMPlanner, keypoint_actions
-from dexwm_ros.core.planning_cost import WorldModelCost
+from dexwm_ros.core.planning_cost import CostWeights, WorldModelCost
 from dexwm_ros.core.predictor import CDiTPredictor, PredictorConfig
 
 NUM_PROBLEMS = 5
@@ -65,11 +65,11 @@ class ProjectingKeypointHead:
     def __init__(self, predictor: LinearKeypointPredictor, camera) -> None:
         self.predictor, self.camera = predictor, camera
 
-    def keypoint_pixels(self, latents, chunk_size=None, maps=None):
+    def keypoints(self, latents, chunk_size=None, maps=None, with_depth=True):
         points = self.predictor.decode(latents)[..., list(WRIST_AND_TIPS), :]
         pixels = self.camera.project(points.double()).float()
         pixels = torch.cat([torch.zeros_like(pixels), pixels], dim=-2)
-        return pixels if maps is None else pixels[:, list(maps)]
+        return (pixels if maps is None else pixels[:, list(maps)]), None
 
 
 def random_target(kin: RobotKinematics, seed: int, steps: int) -> torch.Tensor:
@@ -80,7 +80,8 @@ def random_target(kin: RobotKinematics, seed: int, steps: int) -> torch.Tensor:
 
 def linear_problem(kin, camera, seed):
     predictor = LinearKeypointPredictor()
-    cost = WorldModelCost(predictor, ProjectingKeypointHead(predictor, camera), ENCODER)
+    cost = WorldModelCost(predictor, ProjectingKeypointHead(predictor, camera), ENCODER,
+                          CostWeights(keypoint_source="latents"))
     keypoints = kin.keypoints_camera(HOME, camera)
     cost.set_context(predictor.encode(keypoints)[None], torch.zeros(0, 132), ENCODER)
     goal = kin.keypoints_camera(random_target(kin, seed, 1)[0], camera)
