@@ -133,6 +133,15 @@ class CostWeights:
         return torch.as_tensor(self.step_discount, dtype=torch.float64).pow(exponents).float()
 
 
+def check_keypoint_source(weights: CostWeights, action_dim: int) -> CostWeights:
+    """``weights`` if their keypoint source can read a world model's actions of ``action_dim``
+    floats; ``ValueError`` naming the fix if not (``actions`` needs keypoint deltas, 132)."""
+    if weights.keypoint_source == "actions" and action_dim != ACTION_DIM:
+        raise ValueError(f"keypoint_source 'actions' needs keypoint-delta actions ({ACTION_DIM}), "
+                         f"the world model takes {action_dim}: set keypoint_source 'latents'")
+    return weights
+
+
 def _check_finite(value: torch.Tensor, name: str) -> None:
     if not torch.isfinite(value).all():
         raise ValueError(f"{name} contains NaN or inf")
@@ -179,7 +188,11 @@ class WorldModelCost:
         self.predictor = predictor
         self.keypoint_head = keypoint_head
         self.encoder_name = encoder_name
+        config = getattr(predictor, "config", None)
+        self.action_dim = getattr(config, "action_dim", ACTION_DIM)
         self.weights = (weights or CostWeights()).validate()
+        if keypoint_head is not None:
+            check_keypoint_source(self.weights, self.action_dim)
         self.chunk_size = chunk_size
         self.batch_size = batch_size
         self.camera = camera
@@ -190,8 +203,6 @@ class WorldModelCost:
         self._goal_keypoints: torch.Tensor | None = None
         self._goal_depths: torch.Tensor | None = None
         self.last_timing: dict[str, float] = {}
-        config = getattr(predictor, "config", None)
-        self.action_dim = getattr(config, "action_dim", ACTION_DIM)
 
     # ------------------------------------------------------------------ state
 
@@ -248,7 +259,7 @@ class WorldModelCost:
         device, dtype = self._device_dtype()
         self._context_latents = latents.detach().to(device=device, dtype=dtype)
         self._context_actions = context_actions.detach().to(device=device, dtype=dtype)
-        self._hand_keypoints = hand_keypoints
+        self._hand_keypoints = None if hand_keypoints is None else hand_keypoints.to(device)
 
     def set_goal(self, goal_latents: torch.Tensor, encoder_name: str) -> None:
         """Goal latents ``(P, D)``; their keypoints are decoded once here."""
@@ -370,7 +381,7 @@ class WorldModelCost:
                 "context's hand keypoints (set_context(..., hand_keypoints=...))")
         deltas = actions.float().unflatten(-1, (ACTION_ROWS, 3))[:, :, RIGHT_HAND_ROWS]
         rows = [WRIST_AND_TIPS[m - RIGHT_HAND_MAPS[0]] for m in maps]
-        points = self._hand_keypoints.to(deltas.device)[rows] + deltas[:, :, rows].sum(1)
+        points = self._hand_keypoints[rows] + deltas[:, :, rows].sum(1)
         return self.camera.project(points).float(), points[..., 2]
 
     def _context_window(self, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:

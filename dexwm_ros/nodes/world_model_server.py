@@ -19,7 +19,7 @@ from sensor_msgs.msg import JointState
 from dexwm_ros.core.actions import ACTION_REPRESENTATIONS
 from dexwm_ros.core.kinematics import RobotKinematics, head_camera
 from dexwm_ros.core.mpc import context_actions
-from dexwm_ros.core.planning_cost import CostWeights, WorldModelCost
+from dexwm_ros.core.planning_cost import CostWeights, WorldModelCost, check_keypoint_source
 from dexwm_ros.core.precision import slow_bf16_reason
 from dexwm_ros.core.world_model import WorldModel
 from dexwm_ros.msg import Latent
@@ -62,7 +62,6 @@ class WorldModelServer(Node):
                                       "max seconds between a latent and its joint state",
                                       low=0.0, high=1.0, read_only=True)
         self.weight_parameters = ConfigParameters(self, CostWeights, fields=SERVER_COST_FIELDS)
-        weights = self.cost_weights()
         bf16 = declare(self, "bf16", False, "run the predictor under bf16 autocast (fast on "
                        "GPUs and CPUs with AVX512-BF16 or AMX; slower on others: warned)",
                        read_only=True)
@@ -76,6 +75,8 @@ class WorldModelServer(Node):
         if not model_path.is_dir():
             raise StartupError(f"model_path '{model_path}' does not exist")
         self.model = WorldModel.load(model_path, device=device).eval()
+        self.action_dim = ACTION_REPRESENTATIONS[self.model.action_representation]
+        weights = self.cost_weights()
         self.kinematics = RobotKinematics(device=device)
         self.camera = head_camera()
         self.cost = WorldModelCost(self.model.predictor, self.model.keypoint_head,
@@ -87,7 +88,6 @@ class WorldModelServer(Node):
         # parameter services share the default callback group with score_actions: new weights
         # are swapped in between scoring calls
         watch_parameters(self, self.cost_weights, self.apply_cost_weights)
-        self.action_dim = ACTION_REPRESENTATIONS[self.model.action_representation]
         self.joints = JointStateBuffer()
         self.frames: list[tuple[float, torch.Tensor, np.ndarray, Latent]] = []
         self.pending: Latent | None = None  # the newest latent, until its joint state arrives
@@ -109,8 +109,10 @@ class WorldModelServer(Node):
                                f"{self.model.encoder_name}) on {device}")
 
     def cost_weights(self, pending: Pending | None = None) -> CostWeights:
-        """The cost weights from the parameters (``pending`` ones replacing them)."""
-        return CostWeights(**self.weight_parameters.values(pending)).validate()
+        """The cost weights from the parameters (``pending`` ones replacing them), refused when
+        their keypoint source cannot read this model's actions."""
+        return check_keypoint_source(CostWeights(**self.weight_parameters.values(pending))
+                                     .validate(), self.action_dim)
 
     def apply_cost_weights(self) -> None:
         self.cost.weights = self.cost_weights()

@@ -284,7 +284,7 @@ def test_depth_term_adds_the_weighted_depth_difference():
     cost.set_goal(torch.tensor([[1.0, 0.0]]), ENCODER)
     assert cost.costs(torch.zeros(1, 2, 132)).item() == pytest.approx(2.5 + 0.05 + 0.5)
     cost.weights = CostWeights(keypoint_weight=0.01, keypoint_depth_weight=0.0,
-                          keypoint_source="latents")
+                               keypoint_source="latents")
     assert cost.costs(torch.zeros(1, 2, 132)).item() == pytest.approx(2.5 + 0.05)
 
 
@@ -365,3 +365,8 @@ def test_actions_keypoint_source_needs_hand_keypoints_and_right_hand_maps():
         CostWeights(keypoint_source="fk").validate()
     with pytest.raises(ValueError, match=r"hand keypoints must have shape \(21, 3\)"):
         cost.set_context(torch.zeros(1, 1, 2), torch.zeros(0, 132), ENCODER, torch.zeros(20, 3))
+    rigid = FixedPredictor()
+    rigid.config = SimpleNamespace(num_patches=1, latent_dim=2, action_dim=57)
+    with pytest.raises(ValueError, match="takes 57: set keypoint_source 'latents'"):
+        WorldModelCost(rigid, FixedHead(), ENCODER, weights)
+    WorldModelCost(rigid, FixedHead(), ENCODER, PAPER_SOURCE)  # the paper's term reads latents
