@@ -42,17 +42,18 @@ def main() -> None:
     config = EvalConfig()
     frames = config.num_samples * config.iterations * 3  # horizon 3 on the first tick
     with make_task("reach", seed=0) as task:
-        ticks = {}
+        ticks, scoring = {}, {}
         for name, options in (
                 ("fp32", {}), ("bf16", {"bf16": True}),
                 ("fp32_latents", {"cost_overrides": {"keypoint_source": "latents"}})):
             wm = make_policy("wm", "reach", EvalConfig(**options))
             task.reset(0)
             ticks[name], timings = timed_ticks(wm, task)
-            scoring = timings[0]  # the T=3 tick's last CEM iteration
+            scoring[name] = timings[0]  # the T=3 tick's last CEM iteration
             print(f"{name} wm ticks (T=3, 2, 1): {', '.join(f'{t:.2f}' for t in ticks[name])} "
-                  f"s; last scoring call of the T=3 tick: {scoring}")
-        head_share = scoring["keypoint_head"] / sum(scoring.values())
+                  f"s; last scoring call of the T=3 tick: {scoring[name]}")
+        latents = scoring["fp32_latents"]
+        head_share = latents["keypoint_head"] / sum(latents.values())
         oracle = make_policy("oracle", "reach", config)
         task.reset(0)
         oracle_ticks, _ = timed_ticks(oracle, task)

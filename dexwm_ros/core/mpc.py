@@ -104,12 +104,15 @@ class MPCSession:
         """``(N,)`` planner-side terms of candidate joints ``(N, T, 23)`` under the current
         ``weights``: workspace box and (grasp) wrist orientation to its rotation at goal start."""
         total = torch.zeros(joints.shape[0])
+        orientation = self.weights.orientation_weight > 0 and self._start_rotation is not None
+        if self.weights.workspace_weight == 0 and not orientation:
+            return total
+        poses = self.kinematics.wrist_pose_world(joints)  # once for both terms
         if self.weights.workspace_weight > 0:
-            wrist = lambda q: self.kinematics.wrist_pose_world(q)[..., :3, 3]  # noqa: E731
-            total = total + WorkspaceCost(wrist, self.weights)(joints)
-        if self.weights.orientation_weight > 0 and self._start_rotation is not None:
-            total = total + OrientationCost(self.kinematics.wrist_pose_world,
-                                            self._start_rotation, self.weights)(joints)
+            total = total + WorkspaceCost(lambda _: poses[..., :3, 3], self.weights)(joints)
+        if orientation:
+            total = total + OrientationCost(lambda _: poses, self._start_rotation,
+                                            self.weights)(joints)
         return total
 
     def step(self, current_joints: torch.Tensor, evaluate: EvaluateFn,
