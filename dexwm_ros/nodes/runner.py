@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from typing import NoReturn
 
@@ -54,6 +55,8 @@ def _raise_stopped(signum, frame) -> None:
 PARENT_ENV = "DEXWM_LAUNCHER_PID"
 #: prctl option: the signal a process gets when its parent dies (linux/prctl.h).
 PR_SET_PDEATHSIG = 1
+#: Seconds between checks that the launcher is still alive.
+LAUNCHER_POLL = 0.5
 
 
 def _launcher_gone() -> bool:
@@ -63,22 +66,34 @@ def _launcher_gone() -> bool:
 
 
 def _stop_with_launcher() -> None:
-    """SIGTERM when the launcher named in ``PARENT_ENV`` dies (Linux ``PR_SET_PDEATHSIG``);
-    the spin loop also checks ``_launcher_gone``, in case that signal is lost."""
-    if not os.environ.get(PARENT_ENV) or not sys.platform.startswith("linux"):
+    """Tie this process to the launcher named in ``PARENT_ENV``: SIGTERM when it dies (Linux
+    ``PR_SET_PDEATHSIG``), and a watcher thread that, once the launcher is gone, sends that
+    SIGTERM itself (should the kernel's be lost) and starts the shutdown deadline
+    (``_limit_shutdown``). The deadline holds even while the main thread is blocked in C code
+    (a render, a DDS call), where Python signal handlers never get to run."""
+    if not os.environ.get(PARENT_ENV):
         return
-    import ctypes
+    if sys.platform.startswith("linux"):
+        import ctypes
 
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if _launcher_gone():  # the launcher died before prctl took effect
         raise Stopped("SIGTERM")
+    threading.Thread(target=_watch_launcher, name="launcher-watch", daemon=True).start()
+
+
+def _watch_launcher() -> None:
+    while not _launcher_gone():
+        time.sleep(LAUNCHER_POLL)
+    os.kill(os.getpid(), signal.SIGTERM)
+    _limit_shutdown()
 
 
 def _limit_shutdown() -> None:
     """From now on the process ends within ``SHUTDOWN_TIMEOUT`` seconds (tracebacks, code 1),
-    at the latest ``SHUTDOWN_KILL`` seconds (killed by SIGALRM), whatever hangs."""
+    at the latest ``SHUTDOWN_KILL`` seconds (killed by SIGALRM, whose default action
+    ``init_ros`` restores), whatever hangs. Callable from any thread."""
     faulthandler.dump_traceback_later(SHUTDOWN_TIMEOUT, exit=True)
-    signal.signal(signal.SIGALRM, signal.SIG_DFL)
     signal.alarm(SHUTDOWN_KILL)
 
 
@@ -86,6 +101,7 @@ def init_ros(args=None) -> None:
     """``rclpy.init`` without rclpy's signal handlers; SIGINT/SIGTERM raise ``Stopped``."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_stopped)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
     _stop_with_launcher()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
 
@@ -142,7 +158,7 @@ def run_node(node_class, args=None, threads: int = 1) -> NoReturn:
     executor.add_node(node)
     code = 0
     try:
-        while not stop.is_set() and rclpy.ok() and not _launcher_gone():
+        while not stop.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=POLL_PERIOD)
     except ExternalShutdownException:
         pass

@@ -77,3 +77,39 @@ def test_killed_launcher_leaves_no_node_behind():
         assert survivors == [], [_describe(pid) for pid in survivors]
     finally:
         _kill_left_over(launcher, pids)
+
+
+BLOCKED_NODE = """
+import ctypes
+from dexwm_ros.nodes.runner import init_ros
+init_ros()
+print("ready", flush=True)
+mutex = ctypes.create_string_buffer(64)  # a default pthread mutex, locked twice: a deadlock
+libc = ctypes.CDLL(None)
+libc.pthread_mutex_lock(mutex)
+libc.pthread_mutex_lock(mutex)
+"""
+LAUNCHER = f"""
+import os, subprocess, sys, time
+from dexwm_ros.nodes.runner import PARENT_ENV
+env = dict(os.environ, **{{PARENT_ENV: str(os.getpid())}})
+node = subprocess.Popen([sys.executable, "-c", {BLOCKED_NODE!r}], env=env,
+                        stdout=subprocess.PIPE, text=True)
+assert node.stdout.readline() == "ready\\n"
+print(node.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_node_blocked_in_c_code_still_ends_with_its_launcher():
+    """A node whose main thread never returns to Python (its SIGTERM handler cannot run)
+    still ends once its launcher is killed: the shutdown deadline starts from another thread."""
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER], stdout=subprocess.PIPE,
+                                text=True)
+    node = int(launcher.stdout.readline())
+    try:
+        os.kill(launcher.pid, signal.SIGKILL)
+        launcher.wait(timeout=10)
+        assert wait_gone([node], 30) == [], _describe(node)
+    finally:
+        _kill_left_over(launcher, [node])
