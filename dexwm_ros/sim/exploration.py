@@ -12,6 +12,13 @@ Modes (``--mode mixed`` cycles through the first three, the paper's, by episode 
   target at the scale of the planner's CEM samples (appendix B: 0.3 rad arm, 0.1 rad hand,
   halved), so the model also sees the fast, jumpy motions that MPC candidates command (the
   simulated arm covers about half of a commanded jump in one 0.2 s step).
+* ``object_approach``: the hand comes to a real object, as the grasp and place goal motions
+  do (top-down with the claw pre-shape, or down behind it to push), aimed a few centimetres
+  off, with continuous noise; it closes or pushes briefly and withdraws. Not in the paper:
+  its exploration puts the hand next to objects only after shuffling them away
+  (``lift_replay``), so a keypoint head trained on it alone decodes hands at objects
+  (the grasp and place goal images) poorly. Draws that meet the grasp criterion are redrawn
+  as in every mode.
 
 The file format is documented in ``dexwm_ros.sim.episode_format``.
 """
@@ -26,10 +33,11 @@ import numpy as np
 
 from dexwm_ros.sim.episode_format import episode_path, write_episode
 
-MODES = ("lift_replay", "random_targets", "hand_open_close", "jittered_targets")
+MODES = ("lift_replay", "random_targets", "hand_open_close", "jittered_targets",
+         "object_approach")
 MIXED_MODES = MODES[:3]
 #: Draws of an episode before giving up on one that never grasps.
-MAX_ATTEMPTS = 10
+MAX_ATTEMPTS = 30
 
 
 # --------------------------------------------------------------------------- motion scripts
@@ -124,11 +132,50 @@ def hand_open_close_targets(task, rng: np.random.Generator, steps: int) -> np.nd
     return _interpolate(waypoints, times, steps)
 
 
+def object_approach_targets(task, rng: np.random.Generator, steps: int) -> np.ndarray:
+    """The hand comes to a real object (a top-down grasp or a push, aimed up to ~3 cm off),
+    closes on it or pushes it a little, then goes back up to where it came down from."""
+    from dexwm_ros.sim.goal_motions import grasp_segments, push_segments
+    from dexwm_ros.sim.tasks import HAND_CLOSED, HAND_PRESHAPE
+
+    start = task.joint_positions()
+    for _ in range(20):
+        k = int(rng.integers(len(task.scene.object_names)))
+        aimed = task.object_positions.copy()  # aim off: shift the object's place the IK sees
+        aimed[k, :2] += rng.normal(0.0, 0.02, 2)
+        actual, task.object_positions = task.object_positions, aimed
+        try:
+            if rng.random() < 0.5:
+                segments = grasp_segments(task, k, start)
+                if segments is not None:
+                    closed = segments[-1][0].copy()
+                    closed[7:] = HAND_PRESHAPE + rng.uniform(0.3, 1.0) * (
+                        HAND_CLOSED - HAND_PRESHAPE)
+                    segments[-1] = (closed, 0.6)
+            else:
+                segments = push_segments(task, k, rng.uniform(-np.pi, np.pi),
+                                         rng.uniform(0.0, 0.12), start)
+        finally:
+            task.object_positions = actual
+        if segments is not None:
+            break
+    else:
+        return random_target_targets(task, rng, steps)
+    withdrawn = segments[0][0].copy()  # back up to where it came down from
+    withdrawn[7:] = segments[-1][0][7:]
+    waypoints = [start] + [q for q, _ in segments] + [withdrawn]
+    seconds = np.cumsum([0.0] + [t for _, t in segments] + [1.0])
+    times = list((seconds / seconds[-1] * (steps - 1)).round().astype(int))
+    sigma = np.r_[np.full(7, 0.03), np.full(16, 0.08)]
+    return _interpolate(waypoints, times, steps) + _ou_noise(rng, steps, sigma)
+
+
 _SCRIPTS = {
     "lift_replay": lift_replay_targets,
     "random_targets": random_target_targets,
     "hand_open_close": hand_open_close_targets,
     "jittered_targets": jittered_target_targets,
+    "object_approach": object_approach_targets,
 }
 
 

@@ -166,24 +166,43 @@ def place_goal(task: DexTask, rng: np.random.Generator) -> Motion | None:
                    task.scene.object_radii[j] + radius + 0.08 for j in others)
         if not (inside and free):
             continue
-        rotation = yaw_rotation(angle) @ HAND_DOWN
-
-        def wrist(travel: float, lift: float = 0.0, push=push) -> np.ndarray:
-            point = origin + push * (travel - radius - PUSH_STANDOFF)
-            point[2] = TABLE_TOP_Z + PUSH_TIP_HEIGHT + GRASP_TIP_DROP + lift
-            return point
-
-        above = _ik(task, wrist(0.0, APPROACH_HEIGHT), HAND_PRESHAPE, start, rotation)
-        behind = None if above is None else _ik(task, wrist(0.0), HAND_PRESHAPE, above,
-                                                rotation)
-        pushed = None if behind is None else _ik(task, wrist(distance), HAND_PRESHAPE, behind,
-                                                 rotation)
-        if pushed is None:
+        segments = push_segments(task, k, angle, distance, start)
+        if segments is None:
             continue
-        seconds = 1.0 + 5.0 * distance
-        return interpolate(start, [(above, 1.2), (behind, 0.8), (pushed, seconds),
-                                   (pushed, task.hold_seconds + 0.4)], task.control_hz)
+        pushed = segments[-1][0]
+        return interpolate(start, segments + [(pushed, task.hold_seconds + 0.4)],
+                           task.control_hz)
     return None
+
+
+def push_wrist_position(task: DexTask, k: int, angle: float, travel: float,
+                        lift: float = 0.0) -> np.ndarray:
+    """Wrist position of a push of object ``k`` towards world yaw ``angle`` after ``travel``
+    metres (0: the pre-shaped fingertips just behind the object, at ``PUSH_TIP_HEIGHT``)."""
+    push = np.array([math.cos(angle), math.sin(angle), 0.0])
+    point = task.object_positions[k] + push * (travel - task.scene.object_radii[k]
+                                               - PUSH_STANDOFF)
+    point[2] = TABLE_TOP_Z + PUSH_TIP_HEIGHT + GRASP_TIP_DROP + lift
+    return point
+
+
+def push_segments(task: DexTask, k: int, angle: float, distance: float, start: np.ndarray
+                  ) -> list[tuple[np.ndarray, float]] | None:
+    """Come down behind object ``k`` (palm towards yaw ``angle``) and push it ``distance``
+    metres along the table."""
+    rotation = yaw_rotation(angle) @ HAND_DOWN
+    above = _ik(task, push_wrist_position(task, k, angle, 0.0, APPROACH_HEIGHT),
+                HAND_PRESHAPE, start, rotation)
+    if above is None:
+        return None
+    behind = _ik(task, push_wrist_position(task, k, angle, 0.0), HAND_PRESHAPE, above, rotation)
+    if behind is None:
+        return None
+    pushed = _ik(task, push_wrist_position(task, k, angle, distance), HAND_PRESHAPE, behind,
+                 rotation)
+    if pushed is None:
+        return None
+    return [(above, 1.2), (behind, 0.8), (pushed, 1.0 + 5.0 * distance)]
 
 
 GoalMotion = Callable[["DexTask", np.random.Generator], "Motion | None"]

@@ -126,3 +126,27 @@ def test_jittered_targets_move_faster_than_random_targets():
             joints = generate_episode(task, kinematics, mode, 3, steps=20)["joint_positions"]
             steps[mode] = np.abs(np.diff(joints[:, :7], axis=0)).mean()
     assert steps["jittered_targets"] > 1.5 * steps["random_targets"]
+
+
+def test_object_approach_brings_the_hand_to_real_objects():
+    """object_approach touches real objects; lift_replay aims where none stands."""
+    import torch
+
+    from dexwm_ros.core.kinematics import RobotKinematics
+    from dexwm_ros.sim import make_task
+    from dexwm_ros.sim.exploration import generate_episode
+
+    kinematics, nearest, contact = RobotKinematics(), {}, {}
+    with make_task("reach", seed=0) as task:
+        for mode in ("object_approach", "lift_replay"):
+            for seed in range(3):
+                episode = generate_episode(task, kinematics, mode, seed, steps=25)
+                joints = torch.as_tensor(episode["joint_positions"], dtype=torch.float32)
+                tips = kinematics.keypoints_world(joints)[:, [4, 8, 12, 16, 20]].numpy()
+                objects = episode["object_poses"][:, None, :, :3]  # (T, 1, K, 3)
+                gap = np.linalg.norm(tips[:, :, None] - objects, axis=-1).min()
+                nearest.setdefault(mode, []).append(gap)
+                contact.setdefault(mode, []).append(episode["contact_fraction"])
+    assert min(contact["object_approach"]) > 0.05  # every episode touches an object
+    assert max(contact["lift_replay"]) < min(contact["object_approach"])
+    assert np.median(nearest["object_approach"]) < 0.05 < min(nearest["lift_replay"])
