@@ -50,22 +50,26 @@ test: setup lint
 demo: setup
 	$(VENV)/bin/dexwm-launch grasp
 
-# Rebuild models/default_world_model from scratch on this machine (about 90 minutes on 2
+# Rebuild models/default_world_model from scratch on this machine (about 2 hours on 2
 # cores; every step resumes where it stopped): exploration data, latent cache + teacher-forced
-# pre-training, multistep fine-tuning, keypoint-depth fine-tuning, open-loop evaluation, then
-# the checkpoint is copied into models/. See models/default_world_model/README.md.
-DEFAULT_MODEL_RUN := runs/default_model_depth
+# pre-training, multistep fine-tuning, keypoint-depth fine-tuning, keypoint-head fine-tuning
+# with the hand at objects, open-loop evaluation, then the checkpoint is copied into models/.
+# See models/default_world_model/README.md.
+DEFAULT_MODEL_RUN := runs/default_model_head
 default-model: setup
 	$(VENV)/bin/dexwm-explore --out data/default_model/train --episodes 300 --steps 60 --seed 0
 	$(VENV)/bin/dexwm-explore --out data/default_model/jitter --episodes 150 --steps 60 \
 		--seed 200000 --mode jittered_targets
 	$(VENV)/bin/dexwm-explore --out data/default_model/heldout --episodes 24 --steps 60 \
 		--seed 100000
+	$(VENV)/bin/dexwm-explore --out data/default_model/approach --episodes 200 --steps 40 \
+		--seed 300000 --mode object_approach
 	$(VENV)/bin/dexwm-train --config config/train_default.yaml
 	$(VENV)/bin/dexwm-train --config config/finetune_default.yaml
 	$(VENV)/bin/dexwm-train --config config/finetune_depth_default.yaml
+	$(VENV)/bin/dexwm-train --config config/finetune_head_default.yaml
 	$(VENV)/bin/dexwm-eval --model $(DEFAULT_MODEL_RUN)/model \
-		--config config/finetune_depth_default.yaml
+		--config config/finetune_head_default.yaml
 	mkdir -p models/default_world_model
 	cp $(DEFAULT_MODEL_RUN)/model/model.safetensors $(DEFAULT_MODEL_RUN)/model/config.json \
 		$(DEFAULT_MODEL_RUN)/eval/open_loop.json models/default_world_model/

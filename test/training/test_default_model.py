@@ -11,6 +11,7 @@ from training.train import main as train_main
 RECIPE = "config/train_default.yaml"
 FINETUNE = "config/finetune_default.yaml"
 FINETUNE_DEPTH = "config/finetune_depth_default.yaml"
+FINETUNE_HEAD = "config/finetune_head_default.yaml"
 
 
 def test_committed_checkpoint_loads_and_matches_its_recipe():
@@ -74,3 +75,15 @@ def test_recipe_first_steps_run_on_a_few_frames(tmp_path):
     assert with_depth.keypoint_head.keypoint_depth and not tuned.keypoint_head.keypoint_depth
     metrics = (tmp_path / "depth" / "metrics.csv").read_text().splitlines()
     assert metrics[0].split(",")[6] == "depth" and float(metrics[-1].split(",")[6]) > 0
+    head = load_config(FINETUNE_HEAD)
+    assert head.mode == "keypoint_head" and head.model.init_from == f"{depth.output_dir}/model"
+    approach = tmp_path / "approach"
+    assert explore_main(["--out", str(approach), "--episodes", "1", "--steps", "12",
+                         "--mode", "object_approach"]) == 0
+    assert train_step(FINETUNE_HEAD, "head", f"model.init_from={tmp_path / 'depth' / 'model'}",
+                      f"data.datasets.1.root={approach}") == 0
+    head_tuned = WorldModel.load(tmp_path / "head" / "model")
+    for name, weight in head_tuned.predictor.state_dict().items():  # the predictor is frozen
+        assert torch.equal(weight, with_depth.predictor.state_dict()[name]), name
+    assert not torch.equal(head_tuned.keypoint_head.state_dict()["output.weight"],
+                           with_depth.keypoint_head.state_dict()["output.weight"])
