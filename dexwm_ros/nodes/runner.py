@@ -67,10 +67,11 @@ def _launcher_gone() -> bool:
 
 def _stop_with_launcher() -> None:
     """Tie this process to the launcher named in ``PARENT_ENV``: SIGTERM when it dies (Linux
-    ``PR_SET_PDEATHSIG``), and a watcher thread that, once the launcher is gone, sends that
-    SIGTERM itself (should the kernel's be lost) and starts the shutdown deadline
-    (``_limit_shutdown``). The deadline holds even while the main thread is blocked in C code
-    (a render, a DDS call), where Python signal handlers never get to run."""
+    ``PR_SET_PDEATHSIG``; the spin loop also checks ``_launcher_gone``, in case that signal is
+    lost or blocked), and a watcher thread that starts the shutdown deadline
+    (``_limit_shutdown``) once the launcher is gone. The deadline holds even while the main
+    thread is blocked in C code (a render, a DDS call), where neither Python signal handlers
+    nor the spin loop get to run."""
     if not os.environ.get(PARENT_ENV):
         return
     if sys.platform.startswith("linux"):
@@ -85,7 +86,6 @@ def _stop_with_launcher() -> None:
 def _watch_launcher() -> None:
     while not _launcher_gone():
         time.sleep(LAUNCHER_POLL)
-    os.kill(os.getpid(), signal.SIGTERM)
     _limit_shutdown()
 
 
@@ -158,7 +158,7 @@ def run_node(node_class, args=None, threads: int = 1) -> NoReturn:
     executor.add_node(node)
     code = 0
     try:
-        while not stop.is_set() and rclpy.ok():
+        while not stop.is_set() and rclpy.ok() and not _launcher_gone():
             executor.spin_once(timeout_sec=POLL_PERIOD)
     except ExternalShutdownException:
         pass
