@@ -133,30 +133,26 @@ def hand_open_close_targets(task, rng: np.random.Generator, steps: int) -> np.nd
 
 
 def object_approach_targets(task, rng: np.random.Generator, steps: int) -> np.ndarray:
-    """The hand comes to a real object (a top-down grasp or a push, aimed up to ~3 cm off),
-    closes on it or pushes it a little, then goes back up to where it came down from."""
+    """The hand comes to a real object (a top-down grasp or a push, aimed at a point about
+    2 cm off it), closes on it or pushes it a little, then goes back up to where it came down
+    from. ``random_target_targets`` when no object is reachable in 20 draws."""
     from dexwm_ros.sim.goal_motions import grasp_segments, push_segments
     from dexwm_ros.sim.tasks import HAND_CLOSED, HAND_PRESHAPE
 
     start = task.joint_positions()
     for _ in range(20):
         k = int(rng.integers(len(task.scene.object_names)))
-        aimed = task.object_positions.copy()  # aim off: shift the object's place the IK sees
-        aimed[k, :2] += rng.normal(0.0, 0.02, 2)
-        actual, task.object_positions = task.object_positions, aimed
-        try:
-            if rng.random() < 0.5:
-                segments = grasp_segments(task, k, start)
-                if segments is not None:
-                    closed = segments[-1][0].copy()
-                    closed[7:] = HAND_PRESHAPE + rng.uniform(0.3, 1.0) * (
-                        HAND_CLOSED - HAND_PRESHAPE)
-                    segments[-1] = (closed, 0.6)
-            else:
-                segments = push_segments(task, k, rng.uniform(-np.pi, np.pi),
-                                         rng.uniform(0.0, 0.12), start)
-        finally:
-            task.object_positions = actual
+        aimed = task.object_positions[k].copy()
+        aimed[:2] += rng.normal(0.0, 0.02, 2)
+        if rng.random() < 0.5:
+            segments = grasp_segments(task, k, start, xy=aimed[:2])
+            if segments is not None:
+                closed = segments[-1][0].copy()
+                closed[7:] = HAND_PRESHAPE + rng.uniform(0.3, 1.0) * (HAND_CLOSED - HAND_PRESHAPE)
+                segments[-1] = (closed, 0.6)
+        else:
+            segments = push_segments(task, k, rng.uniform(-np.pi, np.pi),
+                                     rng.uniform(0.0, 0.12), start, origin=aimed)
         if segments is not None:
             break
     else:

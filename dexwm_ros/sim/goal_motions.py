@@ -96,13 +96,15 @@ def _ik(task: DexTask, position, hand, q_init, rotation=HAND_DOWN) -> np.ndarray
     return q if err < 0.01 else None
 
 
-def grasp_segments(task: DexTask, k: int, start: np.ndarray
+def grasp_segments(task: DexTask, k: int, start: np.ndarray, xy: np.ndarray | None = None
                    ) -> list[tuple[np.ndarray, float]] | None:
-    """Approach above object ``k``, descend with the pre-shaped hand, close it."""
-    above = _ik(task, grasp_wrist_position(task, k, lift=APPROACH_HEIGHT), HAND_PRESHAPE, start)
+    """Approach above object ``k`` (at ``xy``, default where it is), descend with the
+    pre-shaped hand, close it."""
+    above = _ik(task, grasp_wrist_position(task, k, xy, lift=APPROACH_HEIGHT), HAND_PRESHAPE,
+                start)
     if above is None:
         return None
-    down = _ik(task, grasp_wrist_position(task, k), HAND_PRESHAPE, above)
+    down = _ik(task, grasp_wrist_position(task, k, xy), HAND_PRESHAPE, above)
     if down is None:
         return None
     closed = down.copy()
@@ -176,30 +178,32 @@ def place_goal(task: DexTask, rng: np.random.Generator) -> Motion | None:
 
 
 def push_wrist_position(task: DexTask, k: int, angle: float, travel: float,
-                        lift: float = 0.0) -> np.ndarray:
-    """Wrist position of a push of object ``k`` towards world yaw ``angle`` after ``travel``
-    metres (0: the pre-shaped fingertips just behind the object, at ``PUSH_TIP_HEIGHT``)."""
+                        lift: float = 0.0, origin: np.ndarray | None = None) -> np.ndarray:
+    """Wrist position of a push of object ``k`` (at ``origin``, default where it is) towards
+    world yaw ``angle`` after ``travel`` metres (0: the pre-shaped fingertips just behind the
+    object, at ``PUSH_TIP_HEIGHT``)."""
     push = np.array([math.cos(angle), math.sin(angle), 0.0])
-    point = task.object_positions[k] + push * (travel - task.scene.object_radii[k]
-                                               - PUSH_STANDOFF)
+    origin = task.object_positions[k] if origin is None else np.asarray(origin, float)
+    point = origin + push * (travel - task.scene.object_radii[k] - PUSH_STANDOFF)
     point[2] = TABLE_TOP_Z + PUSH_TIP_HEIGHT + GRASP_TIP_DROP + lift
     return point
 
 
-def push_segments(task: DexTask, k: int, angle: float, distance: float, start: np.ndarray
-                  ) -> list[tuple[np.ndarray, float]] | None:
-    """Come down behind object ``k`` (palm towards yaw ``angle``) and push it ``distance``
-    metres along the table."""
+def push_segments(task: DexTask, k: int, angle: float, distance: float, start: np.ndarray,
+                  origin: np.ndarray | None = None) -> list[tuple[np.ndarray, float]] | None:
+    """Come down behind object ``k`` (at ``origin``, default where it is; palm towards yaw
+    ``angle``) and push it ``distance`` metres along the table."""
     rotation = yaw_rotation(angle) @ HAND_DOWN
-    above = _ik(task, push_wrist_position(task, k, angle, 0.0, APPROACH_HEIGHT),
+    above = _ik(task, push_wrist_position(task, k, angle, 0.0, APPROACH_HEIGHT, origin),
                 HAND_PRESHAPE, start, rotation)
     if above is None:
         return None
-    behind = _ik(task, push_wrist_position(task, k, angle, 0.0), HAND_PRESHAPE, above, rotation)
+    behind = _ik(task, push_wrist_position(task, k, angle, 0.0, origin=origin), HAND_PRESHAPE,
+                 above, rotation)
     if behind is None:
         return None
-    pushed = _ik(task, push_wrist_position(task, k, angle, distance), HAND_PRESHAPE, behind,
-                 rotation)
+    pushed = _ik(task, push_wrist_position(task, k, angle, distance, origin=origin),
+                 HAND_PRESHAPE, behind, rotation)
     if pushed is None:
         return None
     return [(above, 1.2), (behind, 0.8), (pushed, 1.0 + 5.0 * distance)]
