@@ -32,14 +32,6 @@ TASKS = ("reach", "grasp", "place")
 SEEDS = tuple(range(10))
 
 
-def back_project(camera, pixels: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
-    """Camera-frame points ``(K, 3)`` of pixels ``(K, 2)`` at camera depths ``(K,)``."""
-    k = camera.intrinsics.double()
-    x = (pixels[:, 0].double() - k[0, 2]) / k[0, 0]
-    y = (pixels[:, 1].double() - k[1, 2]) / k[1, 1]
-    return torch.stack([x, y, torch.ones_like(x)], -1) * depths.double()[:, None]
-
-
 def goal_errors(model_dir: str) -> dict[str, dict[str, float]]:
     """Per task: mean pixel, depth (cm), 3D (cm) errors and height offset (cm)."""
     model = WorldModel.load(world_model_path(model_dir)).eval()
@@ -60,7 +52,7 @@ def goal_errors(model_dir: str) -> dict[str, dict[str, float]]:
                 maps = list(RIGHT_HAND_MAPS)
                 pixels, depths = cost.goal_keypoints[maps], cost.goal_depths[maps]
                 truth = kinematics.keypoints_camera(goal_joints, camera)[list(WRIST_AND_TIPS)]
-                decoded = back_project(camera, pixels, depths)
+                decoded = camera.back_project(pixels, depths)
                 offset = (decoded - truth.double()) @ rotation.T  # world axes
                 rows.append([
                     (pixels - camera.project(truth)).norm(dim=-1).mean().item(),

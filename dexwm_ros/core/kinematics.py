@@ -189,6 +189,19 @@ class PinholeCamera:
 
         return self._apply(fn, points_camera)
 
+    def back_project(self, pixels, depths):
+        """Pixels ``(..., 2)`` as (u, v) at camera depths ``(...)`` -> camera-frame points
+        ``(..., 3)`` (the inverse of ``project``)."""
+        pixels = torch.as_tensor(pixels, dtype=torch.float64)
+        depths = torch.as_tensor(depths, dtype=torch.float64)
+        if pixels.shape[-1] != 2 or pixels.shape[:-1] != depths.shape:
+            raise ValueError(f"PinholeCamera.back_project: pixels (..., 2) and depths (...) "
+                             f"must match, got {tuple(pixels.shape)} and {tuple(depths.shape)}")
+        k = self.intrinsics
+        x = (pixels[..., 0] - k[0, 2]) / k[0, 0]
+        y = (pixels[..., 1] - k[1, 2]) / k[1, 1]
+        return torch.stack([x, y, torch.ones_like(x)], dim=-1) * depths[..., None]
+
     def visible(self, points_camera):
         """Boolean mask ``(...)``: in front of the camera and inside the image."""
 

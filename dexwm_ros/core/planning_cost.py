@@ -31,6 +31,8 @@ RIGHT_HAND_MAPS = (6, 7, 8, 9, 10, 11)
 NUM_KEYPOINT_MAPS = 12
 #: Where the keypoint term takes a candidate's hand keypoints from (``CostWeights``).
 KEYPOINT_SOURCES = ("latents", "actions")
+#: Which horizon steps the keypoint term scores (``CostWeights.keypoint_steps``).
+KEYPOINT_STEPS = ("final", "all")
 
 
 _MSE_CHUNK = 8
@@ -47,7 +49,9 @@ class CostWeights:
     Latent term: ``latent_weight * sum_t step_discount^(T-1-t) * MSE(pred_t, goal)`` (the final step
     has weight 1; earlier steps 0.6, 0.36, ...). Keypoint term: ``keypoint_weight`` (mu) times the
     mean pixel distance over ``keypoint_maps`` between a candidate's final keypoints
-    (``keypoint_source``, below) and the keypoint head's decoding of the goal latent. The paper's mu
+    (``keypoint_source``, below) and the keypoint head's decoding of the goal latent; with
+    ``keypoint_steps: all`` (not in the paper) every step's keypoints, weighted like the latent
+    term's steps (README, "The default world model in closed loop"). The paper's mu
     is 1e-3 with DINOv2-L latents; the default 1e-2 was measured with the packaged default model,
     whose pooled tiny latents rank hand poses far worse than its keypoint head does (README, "The
     default world model in closed loop"). Depth term (not in the paper; only with a keypoint head
@@ -81,6 +85,9 @@ class CostWeights:
         "actions", "candidate keypoints of the keypoint term: actions (the hand keypoints the "
         "keypoint-delta actions lead to, projected; not in the paper) or latents (the paper: "
         "the keypoint head on the final predicted latent)", live=True)
+    keypoint_steps: str = parameter(
+        "final", "horizon steps of the keypoint term: final (the paper) or all (every step, "
+        "weighted like the latent term; not in the paper)", live=True)
     orientation_weight: float = parameter(0.0, "weight of the wrist rotation (rad) to the wrist "
                                           "rotation at goal start", low=0.0, high=100.0,
                                           live=True)
@@ -110,6 +117,9 @@ class CostWeights:
         if self.keypoint_source not in KEYPOINT_SOURCES:
             raise ValueError(f"CostWeights.keypoint_source must be one of {KEYPOINT_SOURCES}, "
                              f"got {self.keypoint_source!r}")
+        if self.keypoint_steps not in KEYPOINT_STEPS:
+            raise ValueError(f"CostWeights.keypoint_steps must be one of {KEYPOINT_STEPS}, "
+                             f"got {self.keypoint_steps!r}")
         if self.keypoint_source == "actions" and not set(maps) <= set(RIGHT_HAND_MAPS):
             raise ValueError(f"CostWeights.keypoint_maps must be right-hand maps "
                              f"{RIGHT_HAND_MAPS} with keypoint_source 'actions' (a one-handed "
@@ -357,31 +367,37 @@ class WorldModelCost:
             tick = time.perf_counter()
             maps = tuple(self.weights.keypoint_maps)
             with_depth = self._goal_depths is not None and self.weights.keypoint_depth_weight > 0
+            steps = actions.shape[1] if self.weights.keypoint_steps == "all" else 1
             if self.weights.keypoint_source == "actions":
                 keypoints, depths = self._action_keypoints(actions, maps)
+                keypoints, depths = keypoints[:, -steps:], depths[:, -steps:]
             else:
-                keypoints, depths = self._keypoints(predicted[:, -1], maps, with_depth)
+                keypoints, depths = self._keypoints(predicted[:, -steps:].flatten(0, 1), maps,
+                                                    with_depth)
+                keypoints = keypoints.unflatten(0, (len(actions), steps))
+                depths = None if depths is None else depths.unflatten(0, (len(actions), steps))
                 timing["keypoint_head"] += time.perf_counter() - tick
                 tick = time.perf_counter()
+            kept = step_weights[-steps:]
             distance = (keypoints - self._goal_keypoints[list(maps)]).norm(dim=-1).mean(-1)
-            cost = cost + self.weights.keypoint_weight * distance
+            cost = cost + self.weights.keypoint_weight * (distance * kept).sum(-1)
             if with_depth:
                 depth = (depths - self._goal_depths[list(maps)]).abs().mean(-1)
-                cost = cost + self.weights.keypoint_depth_weight * depth
+                cost = cost + self.weights.keypoint_depth_weight * (depth * kept).sum(-1)
             timing["cost"] += time.perf_counter() - tick
         return cost
 
     def _action_keypoints(self, actions: torch.Tensor, maps: tuple[int, ...]
                           ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pixels ``(n, K, 2)`` and depths ``(n, K)`` of the right-hand keypoints of ``maps``
-        after each candidate's keypoint-delta actions ``(n, T, 132)``."""
+        """Pixels ``(n, T, K, 2)`` and depths ``(n, T, K)`` of the right-hand keypoints of
+        ``maps`` after each step of the candidates' keypoint-delta actions ``(n, T, 132)``."""
         if self.action_dim != ACTION_DIM or self.camera is None or self._hand_keypoints is None:
             raise RuntimeError(
                 "keypoint_source 'actions' needs keypoint-delta actions (132), a camera and the "
                 "context's hand keypoints (set_context(..., hand_keypoints=...))")
         deltas = actions.float().unflatten(-1, (ACTION_ROWS, 3))[:, :, RIGHT_HAND_ROWS]
         rows = [WRIST_AND_TIPS[m - RIGHT_HAND_MAPS[0]] for m in maps]
-        points = self._hand_keypoints[rows] + deltas[:, :, rows].sum(1)
+        points = self._hand_keypoints[rows] + deltas[:, :, rows].cumsum(1)
         return self.camera.project(points).float(), points[..., 2]
 
     def _context_window(self, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -558,3 +574,4 @@ class WorkspaceCost:
                              f"{(*joints.shape[:-1], 3)}")
         outside = (self.low - position).clamp_min(0) + (position - self.high).clamp_min(0)
         return self.weights.workspace_weight * outside.norm(dim=-1).sum(-1)
+

@@ -39,7 +39,8 @@ from dexwm_ros.srv import EncodeImage, ScoreActions, SetGoal, SnapshotContext
 RELIABLE = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
 #: Cost weights applied here (the orientation term runs in cem_planner).
 SERVER_COST_FIELDS = ("latent_weight", "step_discount", "keypoint_weight",
-                      "keypoint_depth_weight", "keypoint_maps", "keypoint_source")
+                      "keypoint_depth_weight", "keypoint_maps", "keypoint_source",
+                      "keypoint_steps")
 
 
 class WorldModelServer(Node):

@@ -103,6 +103,10 @@ def test_camera_round_trip_and_projection():
     assert right_down[0] > 0 and right_down[1] > 0
     points = np.random.default_rng(0).normal(size=(10, 3))
     np.testing.assert_allclose(cam.camera_to_world_points(cam.world_to_camera(points)), points)
+    in_front = torch.as_tensor(points + [0.0, 0.0, 4.0])
+    torch.testing.assert_close(cam.back_project(cam.project(in_front), in_front[:, 2]), in_front)
+    with pytest.raises(ValueError, match="back_project"):
+        cam.back_project(torch.zeros(3, 2), torch.ones(4))
     # The image's top edge is at fovy / 2 above the axis.
     top = np.array([0.0, -math.tan(math.radians(30.0)), 1.0])
     assert cam.project(top)[1] == pytest.approx(-0.5)

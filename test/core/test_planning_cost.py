@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -346,10 +347,22 @@ def test_actions_keypoint_source_scores_the_keypoints_the_actions_lead_to():
     torch.testing.assert_close(cost.costs(actions), expected, atol=1e-4, rtol=1e-4)
     assert cost.costs(actions)[2].item() == pytest.approx(2.3, abs=1e-4)
     assert head.calls == 1  # the goal only: no candidate is decoded
+    # every step, weighted like the latent term (step_discount 0.6: 0.6 for the first of two)
+    cost.weights = replace(weights, keypoint_steps="all")
+    points = kinematics.keypoints_camera(joints, camera)[..., list(WRIST_AND_TIPS), :].float()
+    per_step = (0.01 * (camera.project(points) - camera.project(goal_points)).norm(dim=-1)
+                .mean(-1) + 2.0 * (points[..., 2] - goal_points[:, 2]).abs().mean(-1))
+    torch.testing.assert_close(cost.costs(actions), 2.3 + 0.6 * per_step[:, 0] + per_step[:, 1],
+                               atol=1e-4, rtol=1e-4)
     cost.weights = CostWeights(keypoint_weight=0.01, keypoint_depth_weight=2.0,
                                keypoint_source="latents")
     cost.costs(actions)
     assert head.calls == 2  # keypoint_source "latents" decodes the predictions
+    cost.weights = replace(cost.weights, keypoint_steps="all")
+    cost.costs(actions)
+    assert head.calls == 3
+    with pytest.raises(ValueError, match="keypoint_steps"):
+        CostWeights(keypoint_steps="first").validate()
 
 
 def test_actions_keypoint_source_needs_hand_keypoints_and_right_hand_maps():
