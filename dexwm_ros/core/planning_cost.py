@@ -86,8 +86,8 @@ class CostWeights:
         "keypoint-delta actions lead to, projected; not in the paper) or latents (the paper: "
         "the keypoint head on the final predicted latent)", live=True)
     keypoint_steps: str = parameter(
-        "final", "horizon steps of the keypoint term: final (the paper) or all (every step, "
-        "weighted like the latent term; not in the paper)", live=True)
+        "all", "horizon steps of the keypoint term: all (every step, weighted like the latent "
+        "term; not in the paper) or final (the paper)", live=True)
     orientation_weight: float = parameter(0.0, "weight of the wrist rotation (rad) to the wrist "
                                           "rotation at goal start", low=0.0, high=100.0,
                                           live=True)

@@ -85,10 +85,11 @@ class ProjectingKeypointHead:
 
 
 def make_problem(goal_offset: torch.Tensor, current: torch.Tensor = HOME):
-    """WorldModelCost with context at ``current`` and the goal at ``current + goal_offset``."""
+    """WorldModelCost (the paper's terms) with context at ``current`` and the goal at
+    ``current + goal_offset``."""
     predictor = LinearWorldPredictor()
     cost = WorldModelCost(predictor, ProjectingKeypointHead(predictor), ENCODER,
-                          CostWeights(keypoint_source="latents"))
+                          CostWeights(keypoint_source="latents", keypoint_steps="final"))
     goal_joints = torch.clamp(current + goal_offset, LOWER, UPPER)
     cost.set_goal(predictor.encode(toy_keypoints(goal_joints)), ENCODER)
     set_state(cost, current)

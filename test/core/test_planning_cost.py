@@ -20,7 +20,7 @@ P, D = 6, 8
 ENCODER = "synthetic"
 #: The paper's keypoint term (the head decodes the predictions): the synthetic predictors
 #: and heads below stand for a model whose actions are not a robot's kinematics.
-PAPER_SOURCE = CostWeights(keypoint_source="latents")
+PAPER_SOURCE = CostWeights(keypoint_source="latents", keypoint_steps="final")
 
 
 class AdditivePredictor:
@@ -73,16 +73,19 @@ def expected_costs(cost, context, goal, actions, weights):
     if cost.keypoint_head is not None:
         maps = list(weights.keypoint_maps)
         head = MeanKeypointHead()
-        distance = (head.keypoints(predicted[:, -1])[0][:, maps]
-                    - head.keypoints(goal[None])[0][0, maps]).norm(dim=-1).mean(-1)
-        total = total + weights.keypoint_weight * distance
+        steps = horizon if weights.keypoint_steps == "all" else 1
+        for t in range(horizon - steps, horizon):
+            distance = (head.keypoints(predicted[:, t])[0][:, maps]
+                        - head.keypoints(goal[None])[0][0, maps]).norm(dim=-1).mean(-1)
+            total = total + weights.keypoint_weight * step_weights[t] * distance
     return total
 
 
 @pytest.mark.parametrize("head", [True, False])
-def test_costs_match_hand_computation(head):
+@pytest.mark.parametrize("steps", ["final", "all"])
+def test_costs_match_hand_computation(head, steps):
     weights = CostWeights(latent_weight=2.0, step_discount=0.5, keypoint_weight=0.1,
-                          keypoint_source="latents",
+                          keypoint_source="latents", keypoint_steps=steps,
                           keypoint_maps=(6, 8, 11))
     cost, context, goal, actions = make_cost(weights, head=head)
     torch.testing.assert_close(cost.costs(actions),
@@ -91,7 +94,7 @@ def test_costs_match_hand_computation(head):
 
 
 def test_paper_defaults_and_step_weights():
-    assert CostWeights().keypoint_source == "actions"
+    assert CostWeights().keypoint_source == "actions" and CostWeights().keypoint_steps == "all"
     weights = PAPER_SOURCE
     assert weights.step_discount == 0.6 and weights.keypoint_weight == 1e-2
     assert weights.keypoint_maps == (6, 7, 8, 9, 10, 11) and weights.orientation_weight == 0
@@ -255,7 +258,8 @@ def test_cost_of_a_small_case_computed_by_hand():
     # Goal latent [0, 0]: step MSEs (1 + 0) / 2 = 0.5 and (0 + 4) / 2 = 2.0, weighted 0.6 and 1,
     # give 2.3; the final latent [0, 2] decodes to pixel (0, 4), the goal to (0, 0): 4 px.
     cost = WorldModelCost(FixedPredictor(), FixedHead(), ENCODER,
-                          CostWeights(keypoint_weight=0.01, keypoint_source="latents"))
+                          CostWeights(keypoint_weight=0.01, keypoint_source="latents",
+                                      keypoint_steps="final"))
     cost.set_context(torch.zeros(1, 1, 2), torch.zeros(0, 132), ENCODER)
     cost.set_goal(torch.tensor([[0.0, 0.0]]), ENCODER)
     assert cost.costs(torch.zeros(2, 2, 132)).tolist() == pytest.approx([2.3 + 0.01 * 4.0] * 2)
@@ -277,15 +281,14 @@ def test_depth_term_adds_the_weighted_depth_difference():
     # As the hand-computed case with goal [0, 0]: the final latent [0, 2] has depth 1 m, the
     # goal's depth is 1 m too; goal [1, 0] has depth 2 m: 1 m away, weighted 0.5.
     weights = CostWeights(keypoint_weight=0.01, keypoint_depth_weight=0.5,
-                          keypoint_source="latents")
+                          keypoint_source="latents", keypoint_steps="final")
     cost = WorldModelCost(FixedPredictor(), DepthHead(), ENCODER, weights)
     cost.set_context(torch.zeros(1, 1, 2), torch.zeros(0, 132), ENCODER)
     cost.set_goal(torch.tensor([[0.0, 0.0]]), ENCODER)
     assert cost.costs(torch.zeros(1, 2, 132)).item() == pytest.approx(2.3 + 0.04)
     cost.set_goal(torch.tensor([[1.0, 0.0]]), ENCODER)
     assert cost.costs(torch.zeros(1, 2, 132)).item() == pytest.approx(2.5 + 0.05 + 0.5)
-    cost.weights = CostWeights(keypoint_weight=0.01, keypoint_depth_weight=0.0,
-                               keypoint_source="latents")
+    cost.weights = replace(weights, keypoint_depth_weight=0.0)
     assert cost.costs(torch.zeros(1, 2, 132)).item() == pytest.approx(2.5 + 0.05)
 
 
@@ -330,7 +333,7 @@ def test_actions_keypoint_source_scores_the_keypoints_the_actions_lead_to():
     goal_points = kinematics.keypoints_camera(goal_joints, camera)[list(WRIST_AND_TIPS)].float()
     head = GoalPoseHead(camera.project(goal_points), goal_points[:, 2])
     weights = CostWeights(keypoint_weight=0.01, keypoint_depth_weight=2.0,
-                          keypoint_source="actions")
+                          keypoint_source="actions", keypoint_steps="final")
     cost = WorldModelCost(FixedPredictor(), head, ENCODER, weights, camera=camera)
     observed = kinematics.keypoints_camera(home, camera).float()
     cost.set_context(torch.zeros(1, 1, 2), torch.zeros(0, 132), ENCODER, observed)
