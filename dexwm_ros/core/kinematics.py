@@ -192,6 +192,7 @@ class PinholeCamera:
     def back_project(self, pixels, depths):
         """Pixels ``(..., 2)`` as (u, v) at camera depths ``(...)`` -> camera-frame points
         ``(..., 3)`` (the inverse of ``project``)."""
+        is_numpy = not torch.is_tensor(pixels)
         pixels = torch.as_tensor(pixels, dtype=torch.float64)
         depths = torch.as_tensor(depths, dtype=torch.float64)
         if pixels.shape[-1] != 2 or pixels.shape[:-1] != depths.shape:
@@ -200,7 +201,8 @@ class PinholeCamera:
         k = self.intrinsics
         x = (pixels[..., 0] - k[0, 2]) / k[0, 0]
         y = (pixels[..., 1] - k[1, 2]) / k[1, 1]
-        return torch.stack([x, y, torch.ones_like(x)], dim=-1) * depths[..., None]
+        points = torch.stack([x, y, torch.ones_like(x)], dim=-1) * depths[..., None]
+        return points.numpy() if is_numpy else points
 
     def visible(self, points_camera):
         """Boolean mask ``(...)``: in front of the camera and inside the image."""

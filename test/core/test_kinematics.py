@@ -105,6 +105,8 @@ def test_camera_round_trip_and_projection():
     np.testing.assert_allclose(cam.camera_to_world_points(cam.world_to_camera(points)), points)
     in_front = torch.as_tensor(points + [0.0, 0.0, 4.0])
     torch.testing.assert_close(cam.back_project(cam.project(in_front), in_front[:, 2]), in_front)
+    np.testing.assert_allclose(cam.back_project(cam.project(in_front.numpy()), in_front[:, 2]
+                                                .numpy()), in_front.numpy())
     with pytest.raises(ValueError, match="back_project"):
         cam.back_project(torch.zeros(3, 2), torch.ones(4))
     # The image's top edge is at fovy / 2 above the axis.

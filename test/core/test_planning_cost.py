@@ -357,8 +357,7 @@ def test_actions_keypoint_source_scores_the_keypoints_the_actions_lead_to():
                 .mean(-1) + 2.0 * (points[..., 2] - goal_points[:, 2]).abs().mean(-1))
     torch.testing.assert_close(cost.costs(actions), 2.3 + 0.6 * per_step[:, 0] + per_step[:, 1],
                                atol=1e-4, rtol=1e-4)
-    cost.weights = CostWeights(keypoint_weight=0.01, keypoint_depth_weight=2.0,
-                               keypoint_source="latents")
+    cost.weights = replace(weights, keypoint_source="latents")  # final step only
     cost.costs(actions)
     assert head.calls == 2  # keypoint_source "latents" decodes the predictions
     cost.weights = replace(cost.weights, keypoint_steps="all")
