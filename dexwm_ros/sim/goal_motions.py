@@ -1,16 +1,19 @@
 """Scripted motions that make each task's start and goal states by physics.
 
 A ``Motion`` holds ``(S, 23)`` joint targets, one per control step, executed by
-``DexTask.step`` from the episode's start state, and the waypoints between its segments.
+``DexTask.step`` from the episode's start state, and the waypoints between its segments;
+its optional lead-in targets run before that, from the drawn scene, and end where the episode
+starts.
 Every goal image is the last frame of its task's goal motion actually simulated in the
 episode's scene (the paper's goals are frames of
 recorded demonstrations, so they show states that physics reached):
 
 * reach: the hand moves to an IK target above the table with a random hand pose;
 * grasp: approach above the target object, descend, close the hand on it and hold;
-* place: the hand pushes the target object 15-25 cm across the table to a free spot (the
-  paper's episodes start with the object grasped and carry it, section 4.5; see
-  ``place_goal`` for why we push).
+* place: the episode starts with the hand engaged with the target object (its lead-in brings
+  the pre-shaped hand down behind it), and the hand pushes it 15-25 cm across the table to a
+  free spot (the paper's episodes start with the object grasped and carry it, section 4.5;
+  see ``place_goal`` for why we push).
 
 ``GOAL_MOTIONS`` is keyed by the task names of ``dexwm_ros.core.tasks``. Each motion
 function returns the joint targets, or ``None`` when this draw cannot work (e.g. no reachable
@@ -51,6 +54,8 @@ APPROACH_HEIGHT = 0.12
 #: behind the object's near side.
 PUSH_TIP_HEIGHT = 0.025
 PUSH_STANDOFF = 0.11
+#: Seconds the hand holds still behind the object at the end of the place lead-in.
+LEAD_IN_SETTLE = 0.4
 
 
 def yaw_rotation(yaw: float) -> np.ndarray:
@@ -61,10 +66,12 @@ def yaw_rotation(yaw: float) -> np.ndarray:
 @dataclass(frozen=True)
 class Motion:
     """Joint targets ``(S, 23)``, one per control step, and the segment ends they pass
-    through (``waypoints`` ``(W, 23)``, the last one where the motion ends)."""
+    through (``waypoints`` ``(W, 23)``, the last one where the motion ends); ``lead_in``
+    ``(S0, 23)`` targets, when given, run before the episode starts and end at its start."""
 
     targets: np.ndarray
     waypoints: np.ndarray
+    lead_in: np.ndarray | None = None
 
 
 def interpolate(start: np.ndarray, segments: list[tuple[np.ndarray, float]],
@@ -148,10 +155,12 @@ def grasp_goal(task: DexTask, rng: np.random.Generator) -> Motion | None:
 def place_goal(task: DexTask, rng: np.random.Generator) -> Motion | None:
     """Push the target object 15-25 cm across the table to a free spot, palm first.
 
-    The hand (pointing down, pre-shaped, palm towards the push direction) comes down behind
-    the object and pushes it along the table. The paper's place episodes start with the object
-    grasped and carry it; our Allegro model cannot yet hold these objects off the table (see
-    the README), so the object is moved by pushing instead.
+    The lead-in brings the hand (pointing down, pre-shaped, palm towards the push direction)
+    down behind the object, where the episode starts; the motion then pushes it along the
+    table. The paper's place episodes "begin with the object already grasped" (section 4.5)
+    and carry it; our Allegro model cannot yet hold these objects off the table (see the
+    README), so the episode starts with the hand ready to push instead, and the object moves
+    by pushing.
     """
     k = task.target_object
     (x0, x1), (y0, y1) = OBJECT_REGION
@@ -171,9 +180,11 @@ def place_goal(task: DexTask, rng: np.random.Generator) -> Motion | None:
         segments = push_segments(task, k, angle, distance, start)
         if segments is None:
             continue
-        pushed = segments[-1][0]
-        return interpolate(start, segments + [(pushed, task.hold_seconds + 0.4)],
+        (behind, _), (pushed, push_seconds) = segments[1:]
+        lead_in = interpolate(start, segments[:2] + [(behind, LEAD_IN_SETTLE)], task.control_hz)
+        push = interpolate(behind, [(pushed, push_seconds), (pushed, task.hold_seconds + 0.4)],
                            task.control_hz)
+        return Motion(push.targets, push.waypoints, lead_in.targets)
     return None
 
 

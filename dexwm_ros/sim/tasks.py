@@ -4,11 +4,12 @@ The task records (names, criteria, hold time, episode length) are ``dexwm_ros.co
 the motions that make each goal are ``dexwm_ros.sim.goal_motions``.
 
 An episode is a function of its seed only. ``reset(seed)`` draws object poses clear of the
-hand, lets them settle, checks the start (no robot contact with the table or any object,
-every object upright, not already a success), then simulates the task's goal motion from that
-start, records the final state as the goal (image, hand keypoints, object position) and
-restores the start (``place`` pushes the object instead of carrying it, see
-``goal_motions.place_goal``). A draw whose start or goal motion fails is redrawn from
+hand and lets them settle; ``place`` then runs its goal motion's lead-in, which brings the
+hand down behind the target object (the paper's place episodes begin with the object
+grasped, see ``goal_motions.place_goal``). It checks the start (no robot contact with the
+table or any object, every object upright, not already a success), simulates the task's goal
+motion from that start, records the final state as the goal (image, hand keypoints, object
+position) and restores the start. A draw whose start or goal motion fails is redrawn from
 ``(seed, attempt)``, deterministically.
 ``goal_motion`` keeps the goal motion's joint targets: replaying them (the ``scripted``
 policy) reproduces the goal; ``goal_waypoints`` its segment ends (approach poses, then the
@@ -138,15 +139,18 @@ class DexTask:
         self._reset_counters()
         self._run(np.repeat(q[None], max(1, round(SETTLE_SECONDS * self.control_hz)), 0))
         self._sync_object_positions()
+        motion = self.motion(self, rng)
+        if motion is None:
+            return False
+        if motion.lead_in is not None:
+            self._run(motion.lead_in)
+            self._sync_object_positions()
         self.initial_object_positions = self.object_positions.copy()
         if not self._valid_start():
             return False
         start_state = self._get_state()
         start_target, start_objects = self._target.copy(), self.object_positions.copy()
 
-        motion = self.motion(self, rng)
-        if motion is None:
-            return False
         self._run(motion.targets)
         self.goal_joint_positions = self.joint_positions()
         self.goal_keypoints_world = self.keypoint_positions()

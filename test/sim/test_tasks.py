@@ -44,6 +44,21 @@ def test_valid_starts_of_object_tasks(tasks, name):
         _assert_valid_start(task)
 
 
+def test_place_starts_with_the_hand_down_behind_the_object(tasks):
+    """Like the paper's place episodes, which begin with the object grasped (section 4.5): the
+    pre-shaped hand is low, next to the target object, on the side away from its goal."""
+    task = tasks["place"]
+    for seed in range(6):
+        task.reset(seed)
+        k = task.target_object
+        tips = task.keypoint_positions()[1:]
+        to_object = task.object_positions[k, :2] - tips[:, :2].mean(0)
+        to_goal = task.goal_object_position[:2] - task.object_positions[k, :2]
+        assert tips[:, 2].min() < task.object_positions[k, 2] + 0.05, f"seed {seed}: hand high"
+        assert np.linalg.norm(to_object) < 0.12, f"seed {seed}: hand far from the object"
+        assert to_object @ to_goal > 0, f"seed {seed}: hand not behind the object"
+
+
 @pytest.mark.parametrize("name", TASK_NAMES)
 def test_goal_motion_replayed_under_physics_succeeds(tasks, name):
     task = tasks[name]
