@@ -251,8 +251,9 @@ def clip_joint_positions(q, lower, upper):
     return np.clip(q, lower, upper)
 
 
-class _PositionFK:
-    """World positions of a few links, computed only along their ancestors.
+class _LinkFK:
+    """World positions (or, with ``poses``, 4x4 poses) of a few links, computed only along
+    their ancestors.
 
     The tree (joint offsets and axes) comes from the pytorch-kinematics chain. A revolute
     joint's local rotation ``S R(axis, q)`` is expanded with Rodrigues' formula as
@@ -261,7 +262,8 @@ class _PositionFK:
     ``forward_kinematics``, which ``RobotKinematics.link_poses_world`` still uses.
     """
 
-    def __init__(self, chain, links: tuple[str, ...], dtype, device) -> None:
+    def __init__(self, chain, links: tuple[str, ...], dtype, device, poses: bool = False
+                 ) -> None:
         joint_names = chain.get_joint_parameter_names()
         records = {}  # name -> (parent name, static 4x4, axis or None, joint index)
 
@@ -292,7 +294,8 @@ class _PositionFK:
                 name = records[name][0]
             order.extend(reversed(path))
         index_of = {name: i for i, name in enumerate(order)}
-        has_children = {records[n][0] for n in order}
+        needs_rotation = {records[n][0] for n in order} | (set(links) if poses else set())
+        self.poses = poses
 
         def t(x):
             return torch.as_tensor(x, dtype=dtype, device=device)
@@ -311,12 +314,13 @@ class _PositionFK:
                 index_of[parent] if parent is not None else -1,
                 joint if axis is not None else -1,
                 t(s), t(s @ k), t(s @ k @ k), t(offset[:3, 3]),
-                name in has_children,
+                name in needs_rotation,
             ))
         self.outputs = [index_of[n] for n in links]
 
     def __call__(self, th: torch.Tensor) -> torch.Tensor:
-        """``th`` (B, n) in chain joint order -> positions (B, len(links), 3)."""
+        """``th`` (B, n) in chain joint order -> positions (B, len(links), 3), or with
+        ``poses`` poses (B, len(links), 4, 4)."""
         sin = th.sin().T[..., None, None]  # (n, B, 1, 1)
         one_minus_cos = (1 - th.cos()).T[..., None, None]
         rots: list[torch.Tensor | None] = []
@@ -334,7 +338,14 @@ class _PositionFK:
                 rot = local.expand(th.shape[0], 3, 3) if parent_rot is None else parent_rot @ local
             rots.append(rot)
             positions.append(position)
-        return torch.stack([positions[i] for i in self.outputs], dim=1)
+        if not self.poses:
+            return torch.stack([positions[i] for i in self.outputs], dim=1)
+        pose = th.new_zeros(th.shape[0], len(self.outputs), 4, 4)
+        pose[..., 3, 3] = 1
+        for k, i in enumerate(self.outputs):
+            pose[:, k, :3, :3] = rots[i]
+            pose[:, k, :3, 3] = positions[i]
+        return pose
 
 
 class RobotKinematics:
@@ -364,7 +375,8 @@ class RobotKinematics:
         self._keypoint_links = (WRIST_LINK,) + tuple(
             name for finger in FINGER_KEYPOINT_LINKS for name in finger
         )
-        self._keypoint_fk = _PositionFK(self.chain, self._keypoint_links, self.dtype, self.device)
+        self._keypoint_fk = _LinkFK(self.chain, self._keypoint_links, self.dtype, self.device)
+        self._wrist_fk = _LinkFK(self.chain, (WRIST_LINK,), self.dtype, self.device, poses=True)
 
     def clip(self, q: torch.Tensor) -> torch.Tensor:
         """Clip joint positions ``(..., 23)`` to the URDF limits."""
@@ -391,7 +403,7 @@ class RobotKinematics:
 
     def wrist_pose_world(self, q: torch.Tensor) -> torch.Tensor:
         """World pose ``(..., 4, 4)`` of the wrist frame (z along the hand, towards the fingers)."""
-        return self.link_poses_world(q, (WRIST_LINK,))[..., 0, :, :]
+        return self._wrist_fk(self._prepare(q)).reshape(*q.shape[:-1], 4, 4)
 
     def keypoints_camera(self, q: torch.Tensor, camera: PinholeCamera) -> torch.Tensor:
         """Right-hand keypoints ``(..., 21, 3)`` in ``camera``'s OpenCV frame."""

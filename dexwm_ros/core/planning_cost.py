@@ -23,6 +23,7 @@ from dexwm_ros.core.actions import (
     RIGHT_HAND_ROWS,
     WRIST_AND_TIPS,
 )
+from dexwm_ros.core.allocator import retain_freed_memory
 from dexwm_ros.core.parameters import parameter
 from dexwm_ros.core.tasks import task_spec
 
@@ -175,7 +176,8 @@ class WorldModelCost:
     ``costs`` call spent in ``world_model`` (predictor), ``keypoint_head`` and ``cost`` (the
     arithmetic). With ``keypoint_source`` ``actions`` the candidates' keypoints come from their
     keypoint-delta actions and the context's ``hand_keypoints``, projected by ``camera`` (a
-    ``PinholeCamera`` of the images the head was trained on).
+    ``PinholeCamera`` of the images the head was trained on). Constructing one makes the process
+    keep freed memory (``allocator.retain_freed_memory``): scoring is faster without page faults.
     """
 
     def __init__(
@@ -193,6 +195,7 @@ class WorldModelCost:
         for name, value in (("chunk_size", chunk_size), ("batch_size", batch_size)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"WorldModelCost: {name} must be a positive int or None")
+        retain_freed_memory()
         self.autocast = autocast
         self.prediction_budget_bytes = prediction_budget_bytes
         self.predictor = predictor

@@ -39,6 +39,7 @@ slots, one slot per step, with a per-candidate key/value cache.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import MISSING, asdict, dataclass, fields
 
 import torch
@@ -49,6 +50,7 @@ from dexwm_ros.core.action_conditioning import ActionConditioner, LocalRefinemen
 from dexwm_ros.core.actions import ACTION_REPRESENTATIONS
 
 NUM_MODULATION_CHUNKS = 11
+_TWO_SQRT_2_OVER_PI = 2 * math.sqrt(2 / math.pi)
 
 #: Preset sizes: (depth, dim, heads). S/B/L/XL from paper Table 5 (31M/104M/344M/456M
 #: parameters with a 1024-wide encoder and 448 patches); "tiny" is for tests and demos; "cpu"
@@ -157,6 +159,34 @@ def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torc
     return torch.addcmul(shift, x, 1 + scale)
 
 
+def _cpu_inference(x: torch.Tensor) -> bool:
+    """True for fp32 planning on CPU: no autograd, so in-place kernels are allowed (bf16
+    keeps the fused kernels, which accumulate in fp32)."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(Dh)) v`` over ``(B, H, L, Dh)`` tensors. In fp32 CPU inference,
+    batched matmuls and an in-place softmax: faster than the fused kernel on the predictor's
+    short sequences (``benchmarks/planning_kernels.py``); elsewhere the fused kernel."""
+    if not _cpu_inference(q):
+        return F.scaled_dot_product_attention(q, k, v)
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)
+    return torch.matmul(torch.softmax(scores, dim=-1, out=scores), v)
+
+
+class TanhGELU(nn.Module):
+    """GELU, tanh approximation. In fp32 CPU inference computed in place as ``x sigmoid(2z)``,
+    which equals ``x (1 + tanh z) / 2`` and is faster than the tanh kernel there
+    (``benchmarks/planning_kernels.py``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _cpu_inference(x):
+            return F.gelu(x, approximate="tanh")
+        two_z = (x * x).mul_(0.044715 * _TWO_SQRT_2_OVER_PI).add_(_TWO_SQRT_2_OVER_PI).mul_(x)
+        return torch.sigmoid_(two_z).mul_(x)
+
+
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """(..., L, D) -> (..., H, L, D/H)."""
     return x.unflatten(-1, (heads, -1)).transpose(-3, -2)
@@ -178,14 +208,13 @@ class CDiTBlock(nn.Module):
         self.norm_sa = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.sa_proj = nn.Linear(dim, dim)
-        self.norm_q = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.norm_kv = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm_ca = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.ca_q = nn.Linear(dim, dim)
         self.ca_kv = nn.Linear(dim, 2 * dim)
         self.ca_proj = nn.Linear(dim, dim)
         self.norm_mlp = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"),
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), TanhGELU(),
                                  nn.Linear(hidden, dim))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(adaln_dim, NUM_MODULATION_CHUNKS * dim))
         self.local = local_refinement
@@ -201,18 +230,21 @@ class CDiTBlock(nn.Module):
     def self_attention(self, x: torch.Tensor, mod: tuple[torch.Tensor, ...]) -> torch.Tensor:
         shift, scale, gate = mod[0:3]
         qkv = self.qkv(_modulate(self.norm_sa(x), shift, scale))
-        # the fused CPU attention kernel wants 4-D (batch, heads, tokens, head_dim)
+        # the attention kernels want 4-D (batch, heads, tokens, head_dim)
         q, k, v = _heads(qkv.flatten(0, -3), self.heads).chunk(3, dim=-1)
-        attn = _merge_heads(F.scaled_dot_product_attention(q, k, v)).view(x.shape)
+        attn = _merge_heads(attention(q, k, v)).view(x.shape)
         return torch.addcmul(x, gate, self.sa_proj(attn))
 
-    def query_and_keys(self, x: torch.Tensor, mod: tuple[torch.Tensor, ...]
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Cross-attention query (as this slot) and key/value (as context for later slots),
-        each ``(..., H, P, Dh)``."""
-        q = _heads(self.ca_q(_modulate(self.norm_q(x), mod[3], mod[4])), self.heads)
-        k, v = _heads(self.ca_kv(_modulate(self.norm_kv(x), mod[6], mod[7])),
-                      self.heads).chunk(2, dim=-1)
+    def query_and_keys(self, x: torch.Tensor, mod: tuple[torch.Tensor, ...], keys: bool = True
+                       ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Cross-attention query (as this slot) and, with ``keys``, key/value (as context for
+        later slots), each ``(..., H, P, Dh)``. Query and keys normalise ``x`` alike (each
+        with its own modulation)."""
+        normed = self.norm_ca(x)
+        q = _heads(self.ca_q(_modulate(normed, mod[3], mod[4])), self.heads)
+        if not keys:
+            return q, None, None
+        k, v = _heads(self.ca_kv(_modulate(normed, mod[6], mod[7])), self.heads).chunk(2, dim=-1)
         return q, k, v
 
     def cross_update(self, x: torch.Tensor, attn: torch.Tensor,
@@ -359,8 +391,7 @@ class CDiTPredictor(nn.Module):
             if slots > 1:
                 # slot s attends to all tokens of slots < s (strictly earlier frames)
                 per_slot = self.config.num_patches
-                attn = [F.scaled_dot_product_attention(q[:, s], k[:, :, :s * per_slot],
-                                                       v[:, :, :s * per_slot])
+                attn = [attention(q[:, s], k[:, :, :s * per_slot], v[:, :, :s * per_slot])
                         for s in range(1, slots)]
                 later = block.cross_update(x[:, 1:], torch.stack(attn, dim=1),
                                            tuple(m[:, 1:] for m in mod))
@@ -495,12 +526,13 @@ class CDiTPredictor(nn.Module):
             slot_tokens = None if tokens is None else tokens[:, step]
             x = self.input_proj(frame) + self.pos_embed[first_slot + step]
             known = shared_len + step * per_slot  # keys/values visible to this slot
+            last = step == horizon - 1  # the last step's keys/values are never read
             for i, block in enumerate(self.blocks):
                 mod = block.modulation(cond)  # each (n, 1, D)
                 x = block.refine(block.self_attention(x, mod), slot_tokens)
-                q, k, v = block.query_and_keys(x, mod)
+                q, k, v = block.query_and_keys(x, mod, keys=not last)
                 if buffers[i] is None and total_len > 0:
-                    kbuf = k.new_empty(n, k.shape[1], total_len, k.shape[3])
+                    kbuf = q.new_empty(n, q.shape[1], total_len, q.shape[3])
                     vbuf = torch.empty_like(kbuf)
                     if shared_len:
                         kbuf[:, :, :shared_len] = shared[i][0]
@@ -508,10 +540,9 @@ class CDiTPredictor(nn.Module):
                     buffers[i] = (kbuf, vbuf)
                 if known:
                     kbuf, vbuf = buffers[i]
-                    attn = F.scaled_dot_product_attention(q, kbuf[:, :, :known],
-                                                          vbuf[:, :, :known])
+                    attn = attention(q, kbuf[:, :, :known], vbuf[:, :, :known])
                     x = block.cross_update(x, attn, mod)
-                if step < horizon - 1:  # the last step's keys/values are never read
+                if not last:
                     kbuf, vbuf = buffers[i]
                     kbuf[:, :, known:known + per_slot] = k
                     vbuf[:, :, known:known + per_slot] = v

@@ -53,6 +53,12 @@ def test_fast_keypoints_equal_full_chain_fk(kin):
     np.testing.assert_allclose(fast[:, 17:21], full[:, 13:17], atol=1e-5)
 
 
+def test_fast_wrist_pose_equals_full_chain_fk(kin):
+    q = random_q(kin, 64)
+    full = kin.link_poses_world(q, (WRIST_LINK,))[:, 0]
+    np.testing.assert_allclose(kin.wrist_pose_world(q), full, atol=1e-5)
+
+
 def test_batch_shapes_and_ring_repeated_as_little(kin):
     q = random_q(kin, 4, 3)
     kp = kin.keypoints_world(q)

@@ -101,6 +101,19 @@ def test_score_candidates_equals_rollout(num_ctx, horizon, chunk):
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
 
 
+def test_cpu_inference_kernels_equal_the_training_kernels():
+    """fp32 planning on CPU runs attention and GELU through in-place kernels; they predict
+    what the kernels used with autograd predict."""
+    model = make_model()
+    model.set_action_normalization(torch.randn(132) * 0.1, torch.rand(132) + 0.5)
+    ctx, act = torch.randn(2, 4, P, DL), torch.randn(2, 4, 132)
+    with torch.inference_mode():
+        planned = model(ctx, act)
+    trained = model(ctx, act)
+    assert trained.requires_grad
+    torch.testing.assert_close(planned, trained.detach(), rtol=1e-5, atol=1e-5)
+
+
 def test_bf16_weights_and_autocast_stay_close_to_fp32():
     model = make_model()
     ctx, ctx_act, cand = torch.randn(4, P, DL), torch.randn(3, 132), torch.randn(3, 3, 132)
