@@ -4,7 +4,7 @@ One CEM iteration allocates and frees tensors of several MB (the candidates' act
 key/value buffers) dozens of times. With glibc's default trimming the freed top of the heap
 goes back to the system, and every new tensor then page-faults its pages in again. Keeping
 ``TOP_PAD_BYTES`` of free heap instead makes the default model's MPC step about 1.2x faster on
-2 cores (``benchmarks/mpc_step.py``); the price is up to that much resident memory that the
+2 cores (``benchmarks/allocator.py``); the price is up to that much resident memory that the
 process no longer returns. Other allocators (musl, macOS) are left as they are.
 """
 from __future__ import annotations
